@@ -1,0 +1,117 @@
+"""Reading and writing Hugging Face `config.json` files.
+
+Keys fall in three sets: fields of `ModelConfig`; HF bookkeeping keys that inference does not use
+(kept in `hf_extra`, listed in `RECOGNIZED_UNUSED_KEYS`); and anything else, also kept in
+`hf_extra` but reported in one `UnusedConfigKeysWarning` so a typo never disappears silently.
+transformers 5 writes YaRN under `rope_parameters` (with `rope_theta` inside); both spellings load.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dsv3_config.model_config import ModelConfig
+
+RECOGNIZED_UNUSED_KEYS = frozenset(
+    {
+        "architectures",
+        "auto_map",
+        "transformers_version",
+        "initializer_range",
+        "attention_dropout",
+        "use_cache",
+        "ep_size",
+        "aux_loss_alpha",
+        "seq_aux",
+        "pretraining_tp",
+        "pad_token_id",
+        "dtype",
+        "_name_or_path",
+        "head_dim",
+        "rope_interleave",
+        "mlp_bias",
+        "num_experts",
+        "moe_group_size",
+    }
+)
+
+
+class UnusedConfigKeysWarning(UserWarning):
+    """Keys in a config.json that dsv3 does not know; they are kept and written back by `to_hf()`."""
+
+
+def load_config(source: str | Path | dict[str, Any]) -> ModelConfig:
+    """Parse a `config.json` path, a directory holding one, or an already-loaded dict.
+
+    Raises `pydantic.ValidationError` naming the field for every invalid value.
+    """
+    if isinstance(source, dict):
+        raw = source
+    else:
+        path = Path(source)
+        if path.is_dir():
+            path = path / "config.json"
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return ModelConfig.model_validate(normalize_hf_dict(raw))
+
+
+def normalize_hf_dict(raw: dict[str, Any]) -> dict[str, Any]:
+    """Map an HF dict onto `ModelConfig`'s fields, moving the rest into `hf_extra`."""
+    data = dict(raw)
+    rope_parameters = data.pop("rope_parameters", None)
+    if isinstance(rope_parameters, dict):
+        rope_parameters = dict(rope_parameters)
+        data.setdefault("rope_theta", rope_parameters.pop("rope_theta", None))
+        if rope_parameters.get("rope_type", rope_parameters.get("type")) in (None, "default"):
+            rope_parameters = None
+        data.setdefault("rope_scaling", rope_parameters)
+    if "dtype" in data and "torch_dtype" not in data:
+        data["torch_dtype"] = data["dtype"]
+    fields = set(ModelConfig.model_fields)
+    extra = dict(data.pop("hf_extra", {}) or {})
+    unknown = []
+    for key in list(data):
+        if key not in fields:
+            extra[key] = data.pop(key)
+            if key not in RECOGNIZED_UNUSED_KEYS:
+                unknown.append(key)
+    if unknown:
+        warnings.warn(
+            f"config keys not used by dsv3 (kept for to_hf): {', '.join(sorted(unknown))}",
+            UnusedConfigKeysWarning,
+            stacklevel=3,
+        )
+    data["hf_extra"] = extra
+    return data
+
+
+def config_to_hf(config: ModelConfig) -> dict[str, Any]:
+    """Inverse of `normalize_hf_dict` for the legacy (transformers 4.x / DeepSeek) spelling."""
+    out: dict[str, Any] = dict(config.hf_extra)
+    for name in ModelConfig.model_fields:
+        if name in ("hf_extra", "rope_scaling", "quantization_config", "yarn_policy"):
+            continue
+        value = getattr(config, name)
+        if name == "torch_dtype" and value is None:
+            continue
+        out[name] = value
+    out["rope_scaling"] = None if config.rope_scaling is None else config.rope_scaling.to_hf()
+    if config.quantization_config is not None:
+        out["quantization_config"] = config.quantization_config.to_hf()
+    if config.yarn_policy != "always":
+        out["yarn_policy"] = config.yarn_policy
+    return out
+
+
+def save_config(config: ModelConfig, directory: str | Path) -> Path:
+    """Write `config.json` atomically (temporary name, then rename)."""
+    target = Path(directory) / "config.json"
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config.to_hf(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(target)
+    return target
