@@ -180,7 +180,7 @@ _TINY: dict[str, Any] = {
     "first_k_dense_replace": 1,
     "norm_topk_prob": True,
     "scoring_func": "sigmoid",
-    "max_position_embeddings": 4096,
+    "max_position_embeddings": 1024,
     "rms_norm_eps": 1e-6,
     "rope_theta": 10000,
     "rope_scaling": {**_V3_YARN, "factor": 4.0, "original_max_position_embeddings": 256},
