@@ -1,0 +1,1 @@
+"""The `dsv3` console command: one module per subcommand family, each with `register(subparsers)`."""
