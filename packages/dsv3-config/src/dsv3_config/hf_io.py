@@ -73,7 +73,11 @@ def normalize_hf_dict(raw: dict[str, Any]) -> dict[str, Any]:
     if "dtype" in data and "torch_dtype" not in data:
         data["torch_dtype"] = data["dtype"]
     fields = set(ModelConfig.model_fields)
-    extra = dict(data.pop("hf_extra", {}) or {})
+    extra = data.pop("hf_extra", None) or {}
+    if not isinstance(extra, dict):
+        data["hf_extra"] = extra  # let validation name the field
+        return data
+    extra = dict(extra)
     unknown = []
     for key in list(data):
         if key not in fields:

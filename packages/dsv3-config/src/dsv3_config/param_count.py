@@ -1,6 +1,10 @@
 """Parameter counts from the shapes alone (what `dsv3 plan` and the docs quote).
 
-V3: 671.0 B total (the MTP layer excluded, as transformers builds it), 37.x B activated per token.
+V3: 671.03 B total (the MTP layer excluded, as transformers builds it) and 36.63 B activated per
+token. "Activated" counts the weights one token's forward pass reads: every layer's attention and
+norms, the dense MLPs, the router, the shared experts and `num_experts_per_tok` routed experts, the
+lm_head, and one row of the embedding table (a lookup, not the whole table). DeepSeek quotes "37B";
+REFERENCE_PORT.md computes 36.6 B the same way. Counting the whole embedding table gives 37.55 B.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ def swiglu_params(hidden: int, intermediate: int) -> int:
 def count_params(cfg: ModelConfig) -> ParamCounts:
     """Total parameters and those a single token touches (all but the unselected routed experts)."""
     h = cfg.hidden_size
-    embeddings = cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2)
-    total = activated = embeddings + h  # + final norm
+    lm_head = cfg.vocab_size * h
+    embed_tokens = 0 if cfg.tie_word_embeddings else cfg.vocab_size * h
+    total = embed_tokens + lm_head + h  # + final norm
+    activated = h + lm_head + h  # one embedding row, lm_head, final norm
     expert = swiglu_params(h, cfg.moe_intermediate_size)
     for kind in cfg.layer_kinds:
         common = attention_params(cfg) + 2 * h

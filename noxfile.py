@@ -1,0 +1,132 @@
+"""Developer and CI sessions. Every session builds its environments with uv (about 1 s warm, see
+shared ENVIRONMENT.md: nox's default pip backend costs ~16 min for the six package suites).
+
+- `unit-<pkg>`: each package's CPU suite in its own venv holding only that package, its declared
+  in-repo dependencies and test tools, so an undeclared import fails.
+- `integration`: the reuse test (a different model built from dsv3-mla and dsv3-moe alone).
+- `lint`: ruff, import-linter contracts, mypy.
+- `demo`: the README's main job on the embedded tiny preset.
+- `bench`: benchmarks side by side with transformers 4.57 and the latest 5.x, as ratios.
+- `neuron_cpu` / `neuron_integration`: the NxDI adapter suites (integration/neuron/README.md).
+
+Torch comes from the machine's local CPU wheel where pip is configured with one; uv does not read
+pip's configuration, so the folder is passed on (`UV_FIND_LINKS`) with the exact pins of
+`constraints/ci.txt` (`UV_CONSTRAINT`), without which uv would pick a multi-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ROOT / "constraints" / "ci.txt"
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["unit", "integration", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+# Each package, its in-repo dependencies (as declared in its pyproject), and what its tests need.
+PACKAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "config": ((), ("pytest", "hypothesis")),
+    "rope": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
+    "mla": (("config", "rope"), ("pytest", "hypothesis", "transformers", "testing")),
+    "moe": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
+    "weights": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
+    "model": (("config", "rope", "mla", "moe", "weights"), ("pytest", "hypothesis", "transformers", "testing")),
+}
+
+
+def _uv_env() -> dict[str, str]:
+    env = {"UV_CONSTRAINT": str(CONSTRAINTS), "UV_PYTHON_DOWNLOADS": "never"}
+    find_links = os.environ.get("UV_FIND_LINKS") or _pip_find_links()
+    if find_links:
+        env["UV_FIND_LINKS"] = find_links
+    return env
+
+
+def _pip_find_links() -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def _install(session: nox.Session, *requirements: str) -> None:
+    local = [str(ROOT / "packages" / f"dsv3-{name}") for name in requirements if (ROOT / "packages" / f"dsv3-{name}").is_dir()]
+    remote = [req for req in requirements if not (ROOT / "packages" / f"dsv3-{req}").is_dir()]
+    session.install(*local, *remote, env=_uv_env())
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    """Run pytest; a package without tests yet is reported, not failed (pytest exits 5)."""
+    session.run(
+        "python", "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider", *session.posargs, success_codes=[0, 5]
+    )
+
+
+@nox.session(python="3.11")
+@nox.parametrize("package", list(PACKAGES))
+def unit(session: nox.Session, package: str) -> None:
+    in_repo, test_requirements = PACKAGES[package]
+    _install(session, package, *in_repo, *test_requirements)
+    if package == "config":
+        session.run("python", "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)")
+    _pytest(session, f"packages/dsv3-{package}/tests")
+
+
+@nox.session(python="3.11")
+def integration(session: nox.Session) -> None:
+    """A different model built from dsv3-mla and dsv3-moe alone: dsv3-model is not installed."""
+    _install(session, "config", "rope", "mla", "moe", "pytest")
+    _pytest(session, "integration/reuse")
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    _install(session, *PACKAGES, "testing", "ruff", "import-linter", "mypy", "transformers", "pytest", "hypothesis")
+    session.run("ruff", "check", "packages", "integration", "benchmarks", "noxfile.py")
+    session.run("lint-imports")
+    session.run("mypy", *[f"packages/dsv3-{name}/src" for name in PACKAGES])
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """Synthetic FP8 tiny checkpoint -> BF16 conversion -> generation -> verification against HF."""
+    _install(session, *PACKAGES, "transformers")
+    work = Path(session.create_tmp()) / "demo"
+    session.run("dsv3", "demo", "--workdir", str(work), *session.posargs)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("transformers", ["4.57", "latest"])
+def bench(session: nox.Session, transformers: str) -> None:
+    """Benchmarks under one transformers version; `report.py` prints both versions side by side."""
+    spec = "transformers==4.57.6" if transformers == "4.57" else "transformers>=5"
+    env = _uv_env()
+    if transformers == "latest":
+        env["UV_CONSTRAINT"] = str(ROOT / "constraints" / "bench-latest.txt")
+    local = [str(ROOT / "packages" / f"dsv3-{name}") for name in PACKAGES]
+    session.install(*local, spec, "psutil", env=env)
+    out = ROOT / ".bench" / f"transformers-{transformers}"
+    out.mkdir(parents=True, exist_ok=True)
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), "--out", str(out / f"{script.stem}.json"), *session.posargs)
+    session.run("python", str(ROOT / "benchmarks" / "report.py"), str(ROOT / ".bench"))
+
+
+@nox.session(python="3.11")
+def neuron_cpu(session: nox.Session) -> None:
+    """The NxDI adapter in NxD/NxDI CPU mode; skips with one reason where NxDI is not importable."""
+    _install(session, *PACKAGES, "testing", "transformers", "pytest", "tenacity", "boto3", "sentencepiece")
+    _pytest(session, "integration/neuron", "-m", "not neuron_device")
+
+
+@nox.session(python=False)
+def neuron_integration(session: nox.Session) -> None:
+    """On a Neuron host, in its preinstalled Neuron venv: compile and run (see integration/neuron)."""
+    session.run("python", "-m", "pip", "install", "--no-deps", *[f"packages/dsv3-{name}" for name in PACKAGES])
+    session.run("python", "-m", "pytest", "integration/neuron", "-m", "neuron_device", "-q", *session.posargs)
