@@ -56,7 +56,11 @@ def _pip_find_links() -> str:
 
 
 def _install(session: nox.Session, *requirements: str) -> None:
-    local = [str(ROOT / "packages" / f"dsv3-{name}") for name in requirements if (ROOT / "packages" / f"dsv3-{name}").is_dir()]
+    local = [
+        str(ROOT / "packages" / f"dsv3-{name}")
+        for name in requirements
+        if (ROOT / "packages" / f"dsv3-{name}").is_dir()
+    ]
     remote = [req for req in requirements if not (ROOT / "packages" / f"dsv3-{req}").is_dir()]
     session.install(*local, *remote, env=_uv_env())
 
@@ -74,7 +78,9 @@ def unit(session: nox.Session, package: str) -> None:
     in_repo, test_requirements = PACKAGES[package]
     _install(session, package, *in_repo, *test_requirements)
     if package == "config":
-        session.run("python", "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)")
+        session.run(
+            "python", "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
+        )
     _pytest(session, f"packages/dsv3-{package}/tests")
 
 

@@ -36,7 +36,11 @@ def test_transformers5_rope_parameters_spelling():
     v5 = dict(legacy)
     scaling = v5.pop("rope_scaling")
     v5.pop("rope_theta")
-    v5["rope_parameters"] = {**{k: v for k, v in scaling.items() if k != "type"}, "rope_type": "yarn", "rope_theta": 10000.0}
+    v5["rope_parameters"] = {
+        **{k: v for k, v in scaling.items() if k != "type"},
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+    }
     assert load_config(v5) == load_config(legacy)
 
 

@@ -59,14 +59,20 @@ _values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=8),
     st.lists(st.integers(min_value=-3, max_value=300), max_size=3),
-    st.dictionaries(st.sampled_from(["type", "factor", "rope_type", "original_max_position_embeddings"]), st.integers(-2, 50), max_size=4),
+    st.dictionaries(
+        st.sampled_from(["type", "factor", "rope_type", "original_max_position_embeddings"]),
+        st.integers(-2, 50),
+        max_size=4,
+    ),
 )
 
 
 @pytest.mark.filterwarnings("ignore::dsv3_config.UnusedConfigKeysWarning")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    mutations=st.dictionaries(st.sampled_from(sorted(ModelConfig.model_fields) + ["rope_parameters", "junk"]), _values, max_size=4),
+    mutations=st.dictionaries(
+        st.sampled_from([*sorted(ModelConfig.model_fields), "rope_parameters", "junk"]), _values, max_size=4
+    ),
     deletions=st.sets(st.sampled_from(sorted(ModelConfig.model_fields)), max_size=2),
 )
 def test_random_configs_raise_only_validation_errors(mutations, deletions):

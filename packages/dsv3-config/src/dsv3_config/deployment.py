@@ -46,7 +46,9 @@ class DeploymentConfig(BaseModel):
         if model.intermediate_size % self.tp:
             problems.append(f"tp ({self.tp}) must divide intermediate_size ({model.intermediate_size})")
         if self.seq_len > model.max_position_embeddings:
-            problems.append(f"seq_len ({self.seq_len}) exceeds max_position_embeddings ({model.max_position_embeddings})")
+            problems.append(
+                f"seq_len ({self.seq_len}) exceeds max_position_embeddings ({model.max_position_embeddings})"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

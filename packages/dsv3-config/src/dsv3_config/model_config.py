@@ -90,7 +90,8 @@ class ModelConfig(BaseModel):
             )
         if self.first_k_dense_replace > self.num_hidden_layers:
             problems.append(
-                f"first_k_dense_replace ({self.first_k_dense_replace}) exceeds num_hidden_layers ({self.num_hidden_layers})"
+                f"first_k_dense_replace ({self.first_k_dense_replace}) exceeds "
+                f"num_hidden_layers ({self.num_hidden_layers})"
             )
         if self.topk_method == "noaux_tc" and self.scoring_func != "sigmoid":
             problems.append(f"topk_method 'noaux_tc' needs scoring_func 'sigmoid', got {self.scoring_func!r}")
@@ -143,7 +144,9 @@ class ModelConfig(BaseModel):
     def layer_kind(self, layer_idx: int) -> LayerKind:
         """Dense for the first `first_k_dense_replace` layers, then MoE every `moe_layer_freq` layers."""
         if not 0 <= layer_idx < self.num_hidden_layers + self.num_nextn_predict_layers:
-            raise IndexError(f"layer_idx {layer_idx} outside 0..{self.num_hidden_layers + self.num_nextn_predict_layers - 1}")
+            raise IndexError(
+                f"layer_idx {layer_idx} outside 0..{self.num_hidden_layers + self.num_nextn_predict_layers - 1}"
+            )
         if layer_idx >= self.first_k_dense_replace and layer_idx % self.moe_layer_freq == 0:
             return LayerKind.MOE
         return LayerKind.DENSE

@@ -55,7 +55,12 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  q/k head dim        {derived['qk_head_dim']}")
     print(f"  latent cache width  {derived['latent_cache_width']} values per token per layer")
     print(f"  softmax scale       {derived['softmax_scale']:.7f}")
-    print(f"  layers              {derived['num_layers']} ({derived['dense_layers']} dense, {derived['moe_layers']} MoE)")
+    print(
+        f"  layers              {derived['num_layers']} ({derived['dense_layers']} dense, {derived['moe_layers']} MoE)"
+    )
     print(f"  YaRN policy         {derived['yarn_policy']}")
-    print(f"  parameters          {derived['total_params'] / 1e9:.2f} B total, {derived['activated_params'] / 1e9:.2f} B activated")
+    print(
+        f"  parameters          {derived['total_params'] / 1e9:.2f} B total, "
+        f"{derived['activated_params'] / 1e9:.2f} B activated"
+    )
     return 0

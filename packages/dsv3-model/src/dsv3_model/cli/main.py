@@ -12,13 +12,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "dsv3_model.cli.config_command",
-)
+COMMAND_MODULES: tuple[str, ...] = ("dsv3_model.cli.config_command",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dsv3", description="DeepSeek-V3-family models: inspect, convert, run, verify.")
+    parser = argparse.ArgumentParser(
+        prog="dsv3", description="DeepSeek-V3-family models: inspect, convert, run, verify."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
