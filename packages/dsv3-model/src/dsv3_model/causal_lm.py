@@ -1,0 +1,105 @@
+"""`DeepseekForCausalLM`: the DeepSeek-V3 family causal LM composed from dsv3-mla and dsv3-moe.
+
+Module names follow transformers' `DeepseekV3ForCausalLM` (`model.embed_tokens`, `model.layers.{i}`,
+`model.norm`, `lm_head`), so a state dict maps key for key; the only difference is that routed experts
+are stacked (`mlp.experts.gate_up_proj` / `down_proj`), which dsv3-moe declares as data. The MTP layer,
+when built, sits at `model.layers[num_hidden_layers]` exactly where the checkpoint keys put it, and the
+forward pass stops before it.
+
+Calls take right-padded `input_ids_BS`, per-row `position_ids_BS`, one `LatentCache` per layer and the
+real-token count of each row, `seq_lengths_B` (see dsv3_mla.attention for the padding convention).
+
+Shape legend: B batch, S tokens, D hidden size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dsv3_config import LayerKind, ModelConfig
+from dsv3_mla import LatentCache, MultiHeadLatentAttention, RMSNorm
+from dsv3_model.decoder_layer import DecoderLayer, MultiTokenPredictionLayer
+from dsv3_moe import DeepseekMoE, GroupedExperts, GroupLimitedRouter, SwiGLUMLP
+
+
+def build_mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
+    """The dense SwiGLU MLP or the DeepseekMoE block that `cfg.layer_kind(layer_idx)` asks for."""
+    if cfg.layer_kind(layer_idx) is LayerKind.DENSE:
+        return SwiGLUMLP(cfg.hidden_size, cfg.intermediate_size)
+    shared = (
+        SwiGLUMLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts) if cfg.n_shared_experts else None
+    )
+    return DeepseekMoE(
+        router=GroupLimitedRouter(cfg),
+        experts=GroupedExperts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size),
+        shared_experts=shared,
+    )
+
+
+class DeepseekModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, *, include_mtp: bool) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        layers: list[nn.Module] = [
+            DecoderLayer(cfg, self_attn=MultiHeadLatentAttention(cfg), mlp=build_mlp(cfg, i))
+            for i in range(cfg.num_hidden_layers)
+        ]
+        if include_mtp:
+            layers += [
+                MultiTokenPredictionLayer(cfg, self_attn=MultiHeadLatentAttention(cfg), mlp=build_mlp(cfg, i))
+                for i in range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_nextn_predict_layers)
+            ]
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.num_hidden_layers = cfg.num_hidden_layers
+
+    def forward(
+        self,
+        input_ids_BS: torch.Tensor,
+        position_ids_BS: torch.Tensor,
+        caches: list[LatentCache] | None,
+        seq_lengths_B: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Final-norm hidden states [B, S, D]."""
+        if caches is not None and len(caches) != self.num_hidden_layers:
+            raise ValueError(f"expected {self.num_hidden_layers} layer caches, got {len(caches)}")
+        hidden_BSD = self.embed_tokens(input_ids_BS)
+        for i in range(self.num_hidden_layers):
+            hidden_BSD = self.layers[i](hidden_BSD, position_ids_BS, None if caches is None else caches[i], seq_lengths_B)
+        return self.norm(hidden_BSD)
+
+
+class DeepseekForCausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, *, include_mtp: bool = False) -> None:
+        super().__init__()
+        if include_mtp and not cfg.num_nextn_predict_layers:
+            raise ValueError("include_mtp=True but the config has num_nextn_predict_layers = 0")
+        self.config = cfg
+        self.model = DeepseekModel(cfg, include_mtp=include_mtp)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @property
+    def mtp_layers(self) -> list[MultiTokenPredictionLayer]:
+        return [layer for layer in self.model.layers if isinstance(layer, MultiTokenPredictionLayer)]
+
+    def new_cache(self, batch_size: int, max_len: int) -> list[LatentCache]:
+        """One zeroed latent cache per layer: `latent_cache_width` values per token, in the model dtype."""
+        dtype = self.lm_head.weight.dtype
+        return LatentCache.empty_layers(
+            self.config, self.config.num_hidden_layers, batch_size, max_len, dtype=dtype, device=self.lm_head.weight.device
+        )
+
+    def forward(
+        self,
+        input_ids_BS: torch.Tensor,
+        position_ids_BS: torch.Tensor | None = None,
+        caches: list[LatentCache] | None = None,
+        seq_lengths_B: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [B, S, V] (in the model dtype). Without a cache, tokens attend within the call."""
+        if position_ids_BS is None:
+            position_ids_BS = torch.arange(input_ids_BS.shape[1], device=input_ids_BS.device).expand_as(input_ids_BS)
+        return self.lm_head(self.model(input_ids_BS, position_ids_BS, caches, seq_lengths_B))
