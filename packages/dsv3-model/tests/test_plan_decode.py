@@ -7,8 +7,8 @@ The dsv3 layout at TP 64 splits every byte a token reads (norms aside), so one r
 from __future__ import annotations
 
 import pytest
-from dsv3_config import count_params, preset
 
+from dsv3_config import count_params, preset
 from dsv3_model.plan import deployment, device, dsv3_layout, make_plan
 from dsv3_model.plan.bandwidth import experts_touched
 

@@ -54,3 +54,24 @@ def count_params(cfg: ModelConfig) -> ParamCounts:
         total += common + ffn_total
         activated += common + ffn_active
     return ParamCounts(total=total, activated=activated)
+
+
+def attention_linear_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
+    """`(out_features, in_features)` of each MLA projection by its HF name (what `dsv3 plan` shards and
+    FP8-blocks one matrix at a time). `attention_params` = their sum plus the latent norms' widths."""
+    h, n = cfg.hidden_size, cfg.num_attention_heads
+    shapes: dict[str, tuple[int, int]] = {}
+    if cfg.q_lora_rank is None:
+        shapes["q_proj"] = (n * cfg.qk_head_dim, h)
+    else:
+        shapes["q_a_proj"] = (cfg.q_lora_rank, h)
+        shapes["q_b_proj"] = (n * cfg.qk_head_dim, cfg.q_lora_rank)
+    shapes["kv_a_proj_with_mqa"] = (cfg.latent_cache_width, h)
+    shapes["kv_b_proj"] = (n * (cfg.qk_nope_head_dim + cfg.v_head_dim), cfg.kv_lora_rank)
+    shapes["o_proj"] = (h, n * cfg.v_head_dim)
+    return shapes
+
+
+def swiglu_linear_shapes(hidden: int, intermediate: int) -> dict[str, tuple[int, int]]:
+    """`(out_features, in_features)` of a SwiGLU MLP's projections; they sum to `swiglu_params`."""
+    return {"gate_proj": (intermediate, hidden), "up_proj": (intermediate, hidden), "down_proj": (hidden, intermediate)}

@@ -38,7 +38,7 @@ _FAMILY_LABELS = {
     "dense_mlp": "dense MLP",
     "embeddings": "embeddings",
     "lm_head": "lm_head",
-    "norms": "norms",
+    "norms_and_biases": "norms, router bias",
 }
 
 
@@ -68,6 +68,7 @@ def _gb(n: float) -> str:
 
 def _text(plan: Plan, name: str, max_seq: int, max_batch: int, changes: list[Change]) -> str:
     dep, dev, lay = plan.deployment, plan.device, plan.layout
+    copies = "1 copy" if lay.cache_copies == 1 else f"{lay.cache_copies} copies"
     lines = [
         f"{name} on {dev.name} ({dev.rank_unit}: {dev.hbm_bytes / GiB:.1f} GiB = {dev.hbm_bytes / 1e9:.2f} GB HBM, "
         f"{dev.hbm_bytes_per_s / 1e12:.3f} TB/s per rank)",
@@ -80,7 +81,7 @@ def _text(plan: Plan, name: str, max_seq: int, max_batch: int, changes: list[Cha
         lines.append(f"  {_FAMILY_LABELS[fam.name]:<34}{_gb(fam.bytes_per_rank)}   {fam.placement}")
     lines += [
         f"  {'weights':<34}{_gb(plan.weight_bytes)}   ({plan.weight_bytes / GiB:.2f} GiB)",
-        f"  {'latent KV cache':<34}{_gb(plan.kv_cache_bytes)}   {lay.cache_copies} copy(ies), replicated",
+        f"  {'latent KV cache':<34}{_gb(plan.kv_cache_bytes)}   {copies}, replicated on every rank",
         f"  {'scratch (prefill + decode graphs)':<34}{_gb(plan.scratch_bytes)}   see docs/planner.md",
         f"  {'total':<34}{_gb(plan.total_bytes)}   of {dev.hbm_bytes / 1e9:.2f}: "
         + (
@@ -99,6 +100,8 @@ def _text(plan: Plan, name: str, max_seq: int, max_batch: int, changes: list[Cha
         "",
         "layout changes, most HBM freed first        saved GB   decode GB saved   fits   max seq_len",
     ]
+    if not changes:
+        lines.append("  (none: every candidate change is already applied)")
     for i, ch in enumerate(changes, 1):
         lines.append(
             f"  {i}. {ch.name:<38}{_gb(ch.memory_saved_bytes)}   {_gb(ch.decode_read_saved_bytes)}        "

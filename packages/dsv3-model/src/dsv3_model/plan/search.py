@@ -57,49 +57,50 @@ def _widest_ep(cfg: ModelConfig, dep: DeploymentConfig) -> int:
     return max(candidates)
 
 
-Apply = Callable[[ModelConfig, Layout, DeploymentConfig], "tuple[Layout, DeploymentConfig] | None"]
-CANDIDATES: tuple[tuple[str, str, Apply], ...] = (
-    (
-        "fp8_experts",
-        "keep routed experts FP8 with their 128x128 fp32 block scales",
-        lambda c, lay, d: (replace(lay, expert_format="fp8"), d) if lay.expert_format == "bf16" else None,
-    ),
-    (
-        "fp8_attention_and_mlps",
-        "keep attention, shared experts and dense MLPs FP8 (block scales)",
-        lambda c, lay, d: (replace(lay, dense_format="fp8"), d) if lay.dense_format == "bf16" else None,
-    ),
-    (
-        "shard_latent_projections",
-        "row-parallel q_a_proj and kv_a_proj_with_mqa instead of replicated",
-        lambda c, lay, d: (
-            (replace(lay, replicated_latent_projections=False), d) if lay.replicated_latent_projections else None
-        ),
-    ),
-    (
-        "shard_router",
-        "router weight in BF16 (as in the checkpoint, fp32 compute) split by expert",
-        lambda c, lay, d: (
-            (replace(lay, router_format="bf16", router_sharded=True), d)
-            if lay.router_format == "fp32" or not lay.router_sharded
-            else None
-        ),
-    ),
+Applied = tuple[Layout, DeploymentConfig]
+
+
+def _fp8_experts(cfg: ModelConfig, lay: Layout, dep: DeploymentConfig) -> Applied | None:
+    return (replace(lay, expert_format="fp8"), dep) if lay.expert_format == "bf16" else None
+
+
+def _fp8_rest(cfg: ModelConfig, lay: Layout, dep: DeploymentConfig) -> Applied | None:
+    return (replace(lay, dense_format="fp8"), dep) if lay.dense_format == "bf16" else None
+
+
+def _shard_latent(cfg: ModelConfig, lay: Layout, dep: DeploymentConfig) -> Applied | None:
+    return (replace(lay, replicated_latent_projections=False), dep) if lay.replicated_latent_projections else None
+
+
+def _shard_router(cfg: ModelConfig, lay: Layout, dep: DeploymentConfig) -> Applied | None:
+    if lay.router_format == "bf16" and lay.router_sharded:
+        return None
+    return replace(lay, router_format="bf16", router_sharded=True), dep
+
+
+def _expert_parallel(cfg: ModelConfig, lay: Layout, dep: DeploymentConfig) -> Applied | None:
+    ep = _widest_ep(cfg, dep)
+    if dep.ep > 1 or ep == 1:
+        return None
+    return replace(lay, expert_parallel=True), dep.model_copy(update={"ep": ep})
+
+
+def _single_cache(cfg: ModelConfig, lay: Layout, dep: DeploymentConfig) -> Applied | None:
+    return (replace(lay, cache_copies=1), dep) if lay.cache_copies > 1 else None
+
+
+CANDIDATES: tuple[tuple[str, str, Callable[[ModelConfig, Layout, DeploymentConfig], Applied | None]], ...] = (
+    ("fp8_experts", "keep routed experts FP8 with their 128x128 fp32 block scales", _fp8_experts),
+    ("fp8_attention_and_mlps", "keep attention, shared experts and dense MLPs FP8 (block scales)", _fp8_rest),
+    ("shard_latent_projections", "row-parallel q_a_proj and kv_a_proj_with_mqa instead of replicated", _shard_latent),
+    ("shard_router", "router weight in BF16 (as in the checkpoint, fp32 compute) split by expert", _shard_router),
     (
         "expert_parallel",
         "experts split E/ep x intermediate/moe_tp: same weight bytes, wider expert matmuls, "
         "and an all-experts prefill materializes only the local experts",
-        lambda c, lay, d: (
-            (replace(lay, expert_parallel=True), d.model_copy(update={"ep": _widest_ep(c, d)}))
-            if d.ep == 1 and _widest_ep(c, d) > 1
-            else None
-        ),
+        _expert_parallel,
     ),
-    (
-        "single_copy_cache",
-        "store the 576-wide latent once instead of in both the K and V slots",
-        lambda c, lay, d: (replace(lay, cache_copies=1), d) if lay.cache_copies > 1 else None,
-    ),
+    ("single_copy_cache", "store the 576-wide latent once instead of in both the K and V slots", _single_cache),
 )
 
 

@@ -30,7 +30,7 @@ FAMILIES = (
     "dense_mlp",
     "embeddings",
     "lm_head",
-    "norms",
+    "norms_and_biases",
 )
 
 
@@ -96,11 +96,10 @@ def _attention(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig, latent: 
 
 
 def _router(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig, moe_layers: int) -> tuple[int, int]:
-    weight = matrix_on_rank(
-        (cfg.n_routed_experts, cfg.hidden_size), 0, dep.tp if layout.router_sharded else 1, layout.router_format, (1, 1)
-    )
-    bias = cfg.n_routed_experts if cfg.topk_method == "noaux_tc" else 0  # e_score_correction_bias, fp32
-    return _total([weight, (bias, 4 * bias)], moe_layers)
+    """The gate weight only; its fp32 `e_score_correction_bias` is counted with the norms (replicated)."""
+    parts = dep.tp if layout.router_sharded else 1
+    weight = matrix_on_rank((cfg.n_routed_experts, cfg.hidden_size), 0, parts, layout.router_format, (1, 1))
+    return _total([weight], moe_layers)
 
 
 def family_weights(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig) -> tuple[FamilyWeights, ...]:
@@ -113,6 +112,8 @@ def family_weights(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig) -> t
     dense = swiglu_on_rank(h, cfg.intermediate_size, tp, layout.dense_format, block)
     vocab = matrix_on_rank((cfg.vocab_size, h), 0, tp, "bf16", block)
     norm_widths = 2 * h + (cfg.q_lora_rank or 0) + cfg.kv_lora_rank
+    norms = norm_widths * len(kinds) + h  # BF16 RMSNorm weights, final norm included
+    biases = moe_layers * cfg.n_routed_experts if cfg.topk_method == "noaux_tc" else 0  # fp32
     latent_placement = "replicated" if layout.replicated_latent_projections else "tp"
     rows: list[tuple[str, str, tuple[int, int]]] = [
         ("attention", "tp", _attention(cfg, layout, dep, latent=False)),
@@ -123,6 +124,6 @@ def family_weights(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig) -> t
         ("dense_mlp", "tp", _total([dense], dense_layers)),
         ("embeddings", "tp", (0, 0) if cfg.tie_word_embeddings else vocab),
         ("lm_head", "tp", vocab),
-        ("norms", "replicated", _total([(p, 2 * p) for p in (norm_widths * len(kinds) + h,)])),
+        ("norms_and_biases", "replicated", (norms + biases, 2 * norms + 4 * biases)),
     ]
     return tuple(FamilyWeights(name, placement, p, b) for name, placement, (p, b) in rows)
