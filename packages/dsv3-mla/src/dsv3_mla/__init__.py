@@ -1,1 +1,33 @@
-"""dsv3-mla."""
+"""dsv3-mla: Multi-head Latent Attention with a compressed latent cache, two exact attention forms and a
+tensor-parallel shard plan."""
+
+from dsv3_mla.attention import LATENT_NORM_EPS, MultiHeadLatentAttention, PathChoice
+from dsv3_mla.attention_math import (
+    AttentionPath,
+    absorbed_attention,
+    choose_path,
+    expanded_attention,
+    masked_softmax,
+    visibility_mask,
+)
+from dsv3_mla.cache import LatentCache
+from dsv3_mla.linear import LinearFactory, default_linear_factory
+from dsv3_mla.norm import RMSNorm
+from dsv3_mla.shard_plan import mla_shard_plan
+
+__all__ = [
+    "LATENT_NORM_EPS",
+    "AttentionPath",
+    "LatentCache",
+    "LinearFactory",
+    "MultiHeadLatentAttention",
+    "PathChoice",
+    "RMSNorm",
+    "absorbed_attention",
+    "choose_path",
+    "default_linear_factory",
+    "expanded_attention",
+    "masked_softmax",
+    "mla_shard_plan",
+    "visibility_mask",
+]

@@ -1,0 +1,66 @@
+"""Shared benchmark plumbing: timing, memory bandwidth, peak RSS, and the record format."""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def transformers_version() -> str:
+    try:
+        import transformers
+    except ImportError:
+        return "none"
+    return str(transformers.__version__)
+
+
+def record(bench: str, case: str, impl: str, metric: str, value: float, unit: str) -> dict[str, Any]:
+    return {
+        "bench": bench,
+        "case": case,
+        "impl": impl,
+        "metric": metric,
+        "value": float(value),
+        "unit": unit,
+        "transformers": transformers_version(),
+    }
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measured_read_bandwidth(num_bytes: int = 1 << 30) -> float:
+    """Bytes per second of a full read (a sum) over a buffer far larger than the caches."""
+    buffer = torch.ones(num_bytes // 4, dtype=torch.float32)
+    seconds = median_seconds(lambda: buffer.sum(), repeats=5)
+    return num_bytes / seconds
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def write_records(path: Path | None, records: list[dict[str, Any]]) -> None:
+    for r in records:
+        print(f"{r['bench']:<10} {r['case']:<28} {r['impl']:<26} {r['metric']:<22} {r['value']:>14.6g} {r['unit']}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, indent=1))
+        tmp.replace(path)

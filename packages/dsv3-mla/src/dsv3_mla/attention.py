@@ -1,0 +1,154 @@
+"""`MultiHeadLatentAttention`: DeepSeek's MLA layer with HF's parameter names, injected linear layers,
+a compressed latent cache and two attention forms chosen per call.
+
+Submodules are named as in transformers' `DeepseekV3Attention` (q_a_proj, q_a_layernorm, q_b_proj —
+or q_proj when q_lora_rank is null — kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj), so an HF
+layer's `self_attn.state_dict()` loads with `strict=True`. With `tp_size > 1` and a linear factory
+that builds the local shards of `mla_shard_plan`, the module computes its `H / tp_size` heads and
+returns its partial `o_proj` output; the caller sums over ranks.
+
+Padding convention: rows are right-padded. `seq_lengths_B` (default: all S tokens) gives the real
+tokens of each row; padding tokens are neither cached nor visible to real tokens, and their own
+outputs are unspecified (finite). Each token attends to the cached slots `<=` its position.
+
+Shape legend: B batch, S tokens, T key slots, H local heads, n/r/v/c/C as in `attention_math`,
+D = hidden_size.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from dsv3_config import ModelConfig
+from dsv3_mla.attention_math import absorbed_attention, choose_path, expanded_attention, visibility_mask
+from dsv3_mla.cache import LatentCache
+from dsv3_mla.linear import LinearFactory, default_linear_factory
+from dsv3_mla.norm import RMSNorm
+from dsv3_rope import RotaryEmbedding, apply_rotary
+
+# transformers' DeepseekV3Attention builds q_a_layernorm / kv_a_layernorm with the class default 1e-6
+# and ignores rms_norm_eps; DeepSeek's inference/model.py does the same (NUMERICS.md section 5).
+LATENT_NORM_EPS = 1e-6
+
+PathChoice = Literal["auto", "absorbed", "expanded"]
+
+
+class MultiHeadLatentAttention(nn.Module):
+    def __init__(
+        self, cfg: ModelConfig, *, linear_factory: LinearFactory = default_linear_factory, tp_size: int = 1
+    ) -> None:
+        super().__init__()
+        if tp_size < 1 or cfg.num_attention_heads % tp_size:
+            raise ValueError(f"tp_size ({tp_size}) must divide num_attention_heads ({cfg.num_attention_heads})")
+        self.cfg = cfg
+        self.num_local_heads = cfg.num_attention_heads // tp_size
+        self.softmax_scale = cfg.softmax_scale
+        heads, hidden = cfg.num_attention_heads, cfg.hidden_size
+        if cfg.q_lora_rank is None:
+            self.q_proj = linear_factory("q_proj", hidden, heads * cfg.qk_head_dim, False)
+        else:
+            self.q_a_proj = linear_factory("q_a_proj", hidden, cfg.q_lora_rank, cfg.attention_bias)
+            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS)
+            self.q_b_proj = linear_factory("q_b_proj", cfg.q_lora_rank, heads * cfg.qk_head_dim, False)
+        self.kv_a_proj_with_mqa = linear_factory(
+            "kv_a_proj_with_mqa", hidden, cfg.latent_cache_width, cfg.attention_bias
+        )
+        self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, LATENT_NORM_EPS)
+        self.kv_b_proj = linear_factory(
+            "kv_b_proj", cfg.kv_lora_rank, heads * (cfg.qk_nope_head_dim + cfg.v_head_dim), False
+        )
+        self.o_proj = linear_factory("o_proj", heads * cfg.v_head_dim, hidden, cfg.attention_bias)
+        self.rotary_emb = RotaryEmbedding(cfg)
+
+    def forward(
+        self,
+        hidden_BSD: torch.Tensor,
+        position_ids_BS: torch.Tensor,
+        cache: LatentCache | None = None,
+        *,
+        seq_lengths_B: torch.Tensor | None = None,
+        path: PathChoice = "auto",
+    ) -> torch.Tensor:
+        """Attention output [B, S, hidden] (partial over ranks when sharded).
+
+        With a cache, this call's latents are written first, then every token attends to its row's
+        cached slots `0..position` (prefill, chunked prefill and decode alike). Without one, tokens
+        attend within the call. `path` "auto" applies `choose_path`.
+        """
+        batch, seq, _ = hidden_BSD.shape
+        if position_ids_BS.shape != (batch, seq):
+            raise ValueError(f"position_ids_BS {tuple(position_ids_BS.shape)} must be [B, S] = {(batch, seq)}")
+        if path not in ("auto", "absorbed", "expanded"):
+            raise ValueError(f"path must be 'auto', 'absorbed' or 'expanded', got {path!r}")
+        cos_BSr, sin_BSr = self.rotary_emb(position_ids_BS)
+        q_nope_BSHn, q_pe_BSHr, kv_BSC = self._project(hidden_BSD, cos_BSr, sin_BSr)
+        visible_BST, kv_BTC = self._keys(position_ids_BS, kv_BSC, cache, seq_lengths_B)
+        chosen = choose_path(self.cfg, seq, kv_BTC.shape[1]) if path == "auto" else path
+        if chosen == "absorbed":
+            o_BSHv = absorbed_attention(
+                q_nope_BSHn, q_pe_BSHr, kv_BTC, self._kv_b_weight_HXc(), visible_BST, self.softmax_scale
+            )
+        else:
+            o_BSHv = self._expanded(q_nope_BSHn, q_pe_BSHr, kv_BTC, visible_BST)
+        return self.o_proj(o_BSHv.reshape(batch, seq, self.num_local_heads * self.cfg.v_head_dim))
+
+    def _project(
+        self, hidden_BSD: torch.Tensor, cos_BSr: torch.Tensor, sin_BSr: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(q_nope, rotated q_pe, this call's cache entries `[kv_a_layernorm(c_kv) | rotated k_pe]`)."""
+        cfg = self.cfg
+        if cfg.q_lora_rank is None:
+            q_BSX = self.q_proj(hidden_BSD)
+        else:
+            q_BSX = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(hidden_BSD)))
+        q_BSHq = q_BSX.unflatten(-1, (self.num_local_heads, cfg.qk_head_dim))
+        q_nope_BSHn, q_pe_BSHr = q_BSHq.split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
+        c_kv_BSc, k_pe_BSr = self.kv_a_proj_with_mqa(hidden_BSD).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
+        # q_pe and the shared k_pe rotate together, k_pe as one more head.
+        pe_BSXr = apply_rotary(torch.cat([q_pe_BSHr, k_pe_BSr[:, :, None, :]], dim=2), cos_BSr, sin_BSr)
+        kv_BSC = torch.cat([self.kv_a_layernorm(c_kv_BSc), pe_BSXr[:, :, -1, :]], dim=-1)
+        return q_nope_BSHn, pe_BSXr[:, :, :-1, :], kv_BSC
+
+    def _keys(
+        self,
+        position_ids_BS: torch.Tensor,
+        kv_BSC: torch.Tensor,
+        cache: LatentCache | None,
+        seq_lengths_B: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(visible_BST, kv_BTC): the keys each query may see, over the cache's used slots or this call's tokens."""
+        batch, seq = position_ids_BS.shape
+        if cache is None:
+            if seq_lengths_B is None:
+                valid_BT = torch.ones(batch, seq, dtype=torch.bool, device=kv_BSC.device)
+            else:
+                valid_BT = torch.arange(seq, device=kv_BSC.device)[None, :] < seq_lengths_B[:, None]
+            return visibility_mask(position_ids_BS, position_ids_BS, valid_BT), kv_BSC
+        cache.write(position_ids_BS, kv_BSC, seq_lengths_B)
+        used = int(cache.lengths_B.max())
+        # Slot t is visible iff t <= position and t < the row's length: one comparison against the smaller.
+        limit_BS1 = torch.minimum(position_ids_BS + 1, cache.lengths_B[:, None])[..., None]
+        visible_BST = torch.arange(used, device=kv_BSC.device) < limit_BS1
+        return visible_BST, cache.buffer_BTC[:, :used]
+
+    def _expanded(
+        self, q_nope_BSHn: torch.Tensor, q_pe_BSHr: torch.Tensor, kv_BTC: torch.Tensor, visible_BST: torch.Tensor
+    ) -> torch.Tensor:
+        c, n = self.cfg.kv_lora_rank, self.cfg.qk_nope_head_dim
+        kv_BTHX = self.kv_b_proj(kv_BTC[..., :c]).unflatten(-1, (self.num_local_heads, n + self.cfg.v_head_dim))
+        k_nope_BTHn, v_BTHv = kv_BTHX.split([n, self.cfg.v_head_dim], dim=-1)
+        return expanded_attention(
+            q_nope_BSHn, q_pe_BSHr, k_nope_BTHn, kv_BTC[..., c:], v_BTHv, visible_BST, self.softmax_scale
+        )
+
+    def _kv_b_weight_HXc(self) -> torch.Tensor:
+        weight = self.kv_b_proj.weight
+        expected = (self.num_local_heads * (self.cfg.qk_nope_head_dim + self.cfg.v_head_dim), self.cfg.kv_lora_rank)
+        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != expected:
+            raise ValueError(
+                f"absorbed path needs kv_b_proj.weight of shape {expected} (local heads), got {weight!r:.80}"
+            )
+        return weight.view(self.num_local_heads, -1, self.cfg.kv_lora_rank)

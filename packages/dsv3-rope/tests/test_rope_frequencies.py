@@ -1,0 +1,86 @@
+"""Inverse frequencies and the cos/sin factor pinned to closed forms (NUMERICS.md section 2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dsv3_config import YarnScaling, preset
+from dsv3_rope import (
+    RotaryEmbedding,
+    plain_inv_freq,
+    rope_inv_freq,
+    yarn_attention_factor,
+    yarn_correction_range,
+    yarn_inv_freq,
+    yarn_linear_ramp,
+)
+
+V3_YARN = YarnScaling.model_validate(
+    {
+        "type": "yarn",
+        "factor": 40,
+        "original_max_position_embeddings": 4096,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+    }
+)
+
+
+def test_v3_correction_range_is_10_to_23() -> None:
+    # d(32) = 10.47 -> floor 10; d(1) = 22.51 -> ceil 23 (NUMERICS.md section 2, derived).
+    assert yarn_correction_range(V3_YARN, 64, 10000.0) == (10, 23)
+
+
+def test_correction_range_reads_original_max_position_embeddings() -> None:
+    shorter = V3_YARN.model_copy(update={"original_max_position_embeddings": 256})
+    # d(r) = 64 ln(256 / (2 pi r)) / (2 ln 10^4): d(32) = 0.12 -> 0, d(1) = 12.86 -> 13.
+    assert yarn_correction_range(shorter, 64, 10000.0) == (0, 13)
+
+
+def test_v3_yarn_inv_freq_keeps_low_dims_and_divides_high_dims_by_factor() -> None:
+    inv_freq = yarn_inv_freq(V3_YARN, 64, 10000.0).double()
+    closed = torch.tensor([10000.0 ** (-2 * i / 64) for i in range(32)], dtype=torch.float64)
+    # fp32 power vs float64 closed form: relative 1e-6 covers fp32 rounding of base^(x).
+    torch.testing.assert_close(inv_freq[:11], closed[:11], rtol=1e-6, atol=0)
+    torch.testing.assert_close(inv_freq[23:], closed[23:] / 40, rtol=1e-6, atol=0)
+    ramp = torch.tensor([(i - 10) / 13 for i in range(11, 23)], dtype=torch.float64)
+    blend = closed[11:23] * (1 - ramp) + closed[11:23] / 40 * ramp
+    torch.testing.assert_close(inv_freq[11:23], blend, rtol=1e-6, atol=0)
+
+
+def test_linear_ramp_guards_equal_bounds() -> None:
+    assert yarn_linear_ramp(3, 3, 6).tolist() == pytest.approx([0, 0, 0, 0, 1, 1])
+
+
+def test_plain_rope_when_rope_scaling_is_null() -> None:
+    cfg = preset("moonlight")
+    assert cfg.rope_scaling is None
+    closed = torch.tensor([50000.0 ** (-2 * i / 64) for i in range(32)], dtype=torch.float64)
+    torch.testing.assert_close(rope_inv_freq(cfg).double(), closed, rtol=1e-6, atol=0)
+    assert RotaryEmbedding(cfg).attention_factor == 1.0
+
+
+def test_yarn_factor_one_equals_plain_rope() -> None:
+    factor_one = V3_YARN.model_copy(update={"factor": 1.0})
+    # The blend a*(1-r) + a*r rounds once more than plain: 1 fp32 ulp (2^-23 relative).
+    torch.testing.assert_close(yarn_inv_freq(factor_one, 64, 10000.0), plain_inv_freq(64, 10000.0), rtol=2**-23, atol=0)
+    assert yarn_attention_factor(factor_one) == 1.0
+
+
+def test_attention_factor_cases() -> None:
+    assert yarn_attention_factor(None) == 1.0
+    assert yarn_attention_factor(V3_YARN) == 1.0  # mscale == mscale_all_dim
+    no_all_dim = V3_YARN.model_copy(update={"mscale_all_dim": 0.0})
+    assert yarn_attention_factor(no_all_dim) == pytest.approx(0.1 * math.log(40) + 1)  # 1.3689
+    ratio = V3_YARN.model_copy(update={"mscale": 1.0, "mscale_all_dim": 0.707})
+    assert yarn_attention_factor(ratio) == pytest.approx((0.1 * math.log(40) + 1) / (0.0707 * math.log(40) + 1))
+
+
+def test_yarn_policy_other_than_always_is_refused() -> None:
+    with pytest.raises(ValueError, match="yarn_policy"):
+        RotaryEmbedding(preset("tiny").replace(yarn_policy="extended_context_only"))
