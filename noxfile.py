@@ -119,7 +119,7 @@ def bench(session: nox.Session, transformers: str) -> None:
     if transformers == "latest":
         env["UV_CONSTRAINT"] = str(ROOT / "constraints" / "bench-latest.txt")
     local = [str(ROOT / "packages" / f"dsv3-{name}") for name in PACKAGES]
-    session.install(*local, spec, "psutil", env=env)
+    session.install(*local, str(ROOT / "packages" / "dsv3-testing"), spec, "psutil", env=env)
     out = ROOT / ".bench" / f"transformers-{transformers}"
     out.mkdir(parents=True, exist_ok=True)
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
