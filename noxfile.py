@@ -90,7 +90,7 @@ def unit(session: nox.Session, package: str) -> None:
 @nox.session(python="3.11")
 def integration(session: nox.Session) -> None:
     """A different model built from dsv3-mla and dsv3-moe alone: dsv3-model is not installed."""
-    _install(session, "config", "rope", "mla", "moe", "pytest")
+    _install(session, "config", "rope", "mla", "moe", "testing", "transformers", "pytest")
     _pytest(session, "integration/reuse")
 
 

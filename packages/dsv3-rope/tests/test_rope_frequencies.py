@@ -84,3 +84,20 @@ def test_attention_factor_cases() -> None:
 def test_yarn_policy_other_than_always_is_refused() -> None:
     with pytest.raises(ValueError, match="yarn_policy"):
         RotaryEmbedding(preset("tiny").replace(yarn_policy="extended_context_only"))
+
+
+def test_inv_freq_survives_dtype_casts_and_meta_construction():
+    """`.to(bfloat16)` must not round the frequencies, and `to_empty` after a meta build must not
+    leave them uninitialized: both recompute the exact fp32 values from the config."""
+    from dsv3_config import preset
+    from dsv3_rope import RotaryEmbedding, rope_inv_freq
+
+    cfg = preset("tiny")
+    expected = rope_inv_freq(cfg)
+    cast = RotaryEmbedding(cfg).to(torch.bfloat16)
+    assert cast.inv_freq_F.dtype == torch.float32
+    assert torch.equal(cast.inv_freq_F, expected)
+    with torch.device("meta"):
+        lazy = RotaryEmbedding(cfg)
+    materialized = lazy.to_empty(device="cpu")
+    assert torch.equal(materialized.inv_freq_F, expected)

@@ -38,8 +38,12 @@ class StackedSource:
 Source = str | StackedSource
 
 
-def checkpoint_sources(cfg: ModelConfig, target_keys: Iterable[str]) -> dict[str, Source]:
-    """The HF source of each target key of our model's state dict."""
+def checkpoint_sources(cfg: ModelConfig, target_keys: Iterable[str], available: set[str]) -> dict[str, Source]:
+    """The HF source of each target key of our model's state dict.
+
+    A stacked key already present in the source (transformers 5 keeps experts fused in memory) is
+    taken as is; otherwise it is stacked from the per-expert tensors that checkpoints hold.
+    """
     from dsv3_moe import expert_stacking_rules
 
     rules = {rule.target: rule for rule in expert_stacking_rules(cfg)}
@@ -47,7 +51,7 @@ def checkpoint_sources(cfg: ModelConfig, target_keys: Iterable[str]) -> dict[str
     for key in target_keys:
         prefix, _, local = key.partition(".mlp.")
         rule = rules.get(local) if local else None
-        if rule is None:
+        if rule is None or key in available:
             sources[key] = key
         else:
             templates = tuple(f"{prefix}.mlp.{t}" for t in rule.sources)
@@ -55,22 +59,20 @@ def checkpoint_sources(cfg: ModelConfig, target_keys: Iterable[str]) -> dict[str
     return sources
 
 
-def source_keys(sources: dict[str, Source]) -> set[str]:
-    keys: set[str] = set()
-    for source in sources.values():
-        keys.update([source] if isinstance(source, str) else source.keys())
-    return keys
-
-
 @torch.no_grad()
 def fill_model(model: nn.Module, cfg: ModelConfig, get: TensorSource, available: set[str]) -> None:
     """Copy every parameter and buffer from `get`; raise naming every missing or mis-shaped tensor."""
     targets = dict(model.state_dict(keep_vars=True))
-    sources = checkpoint_sources(cfg, targets)
-    missing = sorted(source_keys(sources) - available)
-    if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise KeyError(f"checkpoint lacks {len(missing)} tensors the model needs: {shown}")
+    sources = checkpoint_sources(cfg, targets, available)
+    problems = []
+    for key, source in sources.items():
+        needed = [source] if isinstance(source, str) else source.keys()
+        absent = [name for name in needed if name not in available]
+        if absent:
+            problems.append(key if absent == [key] else f"{key} (from {absent[0]}, {len(absent)} missing)")
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise KeyError(f"checkpoint lacks tensors for {len(problems)} model tensors: {shown}")
     for key, source in sources.items():
         if isinstance(source, str):
             _copy_checked(key, targets[key], get(source))

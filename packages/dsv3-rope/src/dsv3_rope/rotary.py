@@ -20,6 +20,8 @@ Shape legend: B batch, S tokens, H heads, D = qk_rope_head_dim, F = D // 2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -75,6 +77,10 @@ class RotaryEmbedding(nn.Module):
     Computed on the fly from `inv_freq` (a non-persistent buffer, so state dicts carry no rope
     tensors); the product `position * inv_freq` is the same single fp32 rounding transformers does, so
     cos/sin match it exactly at any position.
+
+    `inv_freq` is a function of the config, so every conversion (`.to(bfloat16)`, `.to_empty()` after
+    building on the meta device) recomputes it in fp32 on the new device instead of rounding it or
+    leaving it uninitialized.
     """
 
     inv_freq_F: torch.Tensor
@@ -86,9 +92,17 @@ class RotaryEmbedding(nn.Module):
                 f"yarn_policy {cfg.yarn_policy!r} is not supported by dsv3-rope: it applies YaRN whenever "
                 "rope_scaling is set (transformers' behaviour, yarn_policy 'always')"
             )
+        self.cfg = cfg
         self.dim = cfg.qk_rope_head_dim
         self.attention_factor = yarn_attention_factor(cfg.rope_scaling)
         self.register_buffer("inv_freq_F", rope_inv_freq(cfg), persistent=False)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RotaryEmbedding:
+        super()._apply(fn, recurse)
+        device = self.inv_freq_F.device
+        if device.type != "meta":
+            self._buffers["inv_freq_F"] = rope_inv_freq(self.cfg).to(device)
+        return self
 
     def forward(self, position_ids_BS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """fp32 `(cos_BSD, sin_BSD)` for `position_ids_BS` ([B, S] integers, each row its own positions)."""

@@ -12,7 +12,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("dsv3_model.cli.config_command", "dsv3_model.cli.plan_command")
+COMMAND_MODULES: tuple[str, ...] = (
+    "dsv3_model.cli.config_command",
+    "dsv3_model.cli.plan_command",
+    "dsv3_model.cli.weights_commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,91 @@
+"""NxDI configuration classes for dsv3 models, derived from one validated `dsv3_config.ModelConfig`.
+
+NxDI builds the inference config as `cls(neuron_config, load_config=load_pretrained_config(path))`,
+which copies the HF `config.json` into attributes, and reloads it later with `cls(**saved)` from
+`neuron_config.json` (NxDI `models/config.py:853-876`, `:983-1038`). Both paths end in
+`add_derived_config`, which here parses the HF keys once into a `ModelConfig` (the only place config
+values are validated) and stores its HF dict as `dsv3_hf_config`; on reload that stored dict is the
+source, so the NxDI aliases below (which overwrite HF names such as `intermediate_size`) never feed
+back into the model config.
+
+NxDI attributes derived here (NXDI_CONTRACT.md sections 2, 6, 11, 18): `intermediate_size` is the
+*expert* width (read by `initialize_moe_module`), the dense width is `dense_intermediate_size`;
+`num_local_experts`; `num_key_value_heads = 1` and `head_dim = kv_lora_rank + qk_rope_head_dim` (the one
+latent per token; the KV manager of `kv_cache.py` allocates it split, without a duplicate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from neuronx_distributed_inference.models.config import InferenceConfig, MoENeuronConfig
+
+from dsv3_config import ModelConfig, load_config
+
+# HF config.json keys that describe the model (ModelConfig's fields that HF writes).
+_DSV3_ONLY_FIELDS = frozenset({"yarn_policy", "hf_extra", "torch_dtype"})
+HF_MODEL_KEYS = tuple(name for name in ModelConfig.model_fields if name not in _DSV3_ONLY_FIELDS)
+
+
+class Dsv3NeuronConfig(MoENeuronConfig):
+    """`MoENeuronConfig` whose router settings follow dsv3: the router normalizes and scales itself."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        for key in ("router_config", "router_dtype", "normalize_top_k_affinities"):
+            kwargs.pop(key, None)  # fixed below; also present in a saved neuron_config.json
+        super().__init__(router_config={"dtype": torch.float32}, disable_normalize_top_k_affinities=True, **kwargs)
+
+
+class Dsv3InferenceConfig(InferenceConfig):
+    """NxDI `InferenceConfig` for the DeepSeek-V3 family (V3/R1, V2/V2-Lite, Kimi-K2, Moonlight)."""
+
+    @classmethod
+    def from_model_config(cls, cfg: ModelConfig, neuron_config: Dsv3NeuronConfig, **kwargs: Any) -> Dsv3InferenceConfig:
+        """Build directly from a `ModelConfig` (tests, `dsv3` tools) instead of an HF directory."""
+        return cls(neuron_config, dsv3_hf_config=cfg.to_hf(), **kwargs)
+
+    @classmethod
+    def get_neuron_config_cls(cls) -> type[Dsv3NeuronConfig]:
+        return Dsv3NeuronConfig
+
+    def model_config(self) -> ModelConfig:
+        return load_config(self.dsv3_hf_config)
+
+    def add_derived_config(self) -> None:
+        attributes = self.__dict__
+        if "dsv3_hf_config" not in attributes:  # first build: the HF keys NxDI's loader copied in
+            missing = [key for key in ("model_type", "hidden_size") if key not in attributes]
+            if missing:
+                raise ValueError(
+                    f"Dsv3InferenceConfig: no HF config given (missing {missing}); pass "
+                    "load_config=load_pretrained_config(path) or use from_model_config"
+                )
+            self.dsv3_hf_config = {key: attributes[key] for key in HF_MODEL_KEYS if key in attributes}
+        cfg = load_config(self.dsv3_hf_config)
+        self.dsv3_hf_config = cfg.to_hf()
+        self._set_nxdi_attributes(cfg)
+
+    def _set_nxdi_attributes(self, cfg: ModelConfig) -> None:
+        hf = cfg.to_hf()
+        for key in HF_MODEL_KEYS:
+            if key in hf:
+                setattr(self, key, hf[key])
+        self.num_cores_per_group = 1
+        self.dense_intermediate_size = cfg.intermediate_size
+        self.intermediate_size = cfg.moe_intermediate_size
+        self.num_local_experts = cfg.n_routed_experts
+        self.num_key_value_heads = 1
+        self.head_dim = cfg.latent_cache_width
+        if "pad_token_id" not in self.__dict__:
+            self.pad_token_id = None  # NxDI's "unset"; its model wrapper then uses 0
+        self.output_attentions = False
+        self.output_hidden_states = False
+        neuron_config = self.neuron_config
+        neuron_config.normalize_top_k_affinities = False  # dsv3's router normalizes and scales
+        neuron_config.router_config.dtype = torch.float32
+        neuron_config.router_config.act_fn = cfg.scoring_func
+        neuron_config.disable_numeric_cc_token = True  # as the contrib port (all-gather/reduce-scatter workaround)
+
+    def get_required_attributes(self) -> list[str]:
+        return ["dsv3_hf_config", "num_local_experts", "dense_intermediate_size", "head_dim"]

@@ -1,0 +1,89 @@
+"""The NxDI causal LM for the DeepSeek-V3 family: `NeuronDsv3Model` (the traced module) and
+`NeuronDsv3ForCausalLM` (the application class users and vLLM's Neuron plugin instantiate).
+
+Contract: NXDI_CONTRACT.md sections 4 and 7. Embedding split across the hidden dim, `lm_head`
+column-parallel and padded (`gather_output` unless sampling on device, which gathers itself), the
+latent KV manager installed in `init_inference_optimization`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from neuronx_distributed.parallel_layers.layers import ColumnParallelLinear, ParallelEmbedding
+from neuronx_distributed_inference.models.model_base import NeuronBaseForCausalLM, NeuronBaseModel
+from neuronx_distributed_inference.modules.generation.sampling import create_sampler
+from torch import nn
+
+from dsv3_mla import RMSNorm
+from dsv3_model.neuron.config import Dsv3InferenceConfig
+from dsv3_model.neuron.kv_cache import LatentKVCacheManager
+from dsv3_model.neuron.layers import Dsv3DecoderLayer
+from dsv3_model.neuron.state_dict import convert_hf_to_neuron_state_dict
+
+# The contrib port's flags (contrib/models/DeepSeek-V3/src/modeling_deepseek.py:367-375, :863-868);
+# NxDI's wrapper appends its own --internal-hlo2tensorizer-options, so that one is not repeated here.
+CONTRIB_COMPILER_ARGS = (
+    "--enable-saturate-infinity --enable-mixed-precision-accumulation --model-type transformer -O1"
+    " --tensorizer-options='--enable-ccop-compute-overlap --cc-pipeline-tiling-factor=2'"
+    " --tensorizer-options='--vectorize-strided-dma' --auto-cast=none"
+)
+
+
+class NeuronDsv3Model(NeuronBaseModel):
+    def setup_attr_for_model(self, config: Dsv3InferenceConfig) -> None:
+        self.on_device_sampling = config.neuron_config.on_device_sampling_config is not None
+        self.tp_degree = config.neuron_config.tp_degree
+        self.hidden_size = config.hidden_size
+        self.num_attention_heads = config.num_attention_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.max_batch_size = config.neuron_config.max_batch_size
+        self.buckets = config.neuron_config.buckets
+
+    def init_model(self, config: Dsv3InferenceConfig) -> None:
+        cfg = config.model_config()
+        dtype = config.neuron_config.torch_dtype
+        self.padding_idx = None
+        self.vocab_size = cfg.vocab_size
+        self.embed_tokens = ParallelEmbedding(
+            cfg.vocab_size, cfg.hidden_size, dtype=dtype, shard_across_embedding=True, pad=True
+        )
+        self.layers = nn.ModuleList(Dsv3DecoderLayer(config, cfg, i) for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = ColumnParallelLinear(
+            cfg.hidden_size,
+            cfg.vocab_size,
+            bias=False,
+            gather_output=not self.on_device_sampling,
+            dtype=dtype,
+            pad=True,
+        )
+
+    def init_inference_optimization(self, config: Dsv3InferenceConfig) -> None:
+        if self.on_device_sampling:
+            self.sampler = create_sampler(config.neuron_config, self.lm_head.tensor_parallel_group.size())
+        self.kv_mgr = LatentKVCacheManager(
+            config, config.model_config(), num_kv_head=self.num_key_value_heads, global_rank=self.rank_util
+        )
+
+
+class NeuronDsv3ForCausalLM(NeuronBaseForCausalLM):
+    _model_cls = NeuronDsv3Model
+
+    @classmethod
+    def get_config_cls(cls) -> type[Dsv3InferenceConfig]:
+        return Dsv3InferenceConfig
+
+    @staticmethod
+    def convert_hf_to_neuron_state_dict(state_dict: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+        return convert_hf_to_neuron_state_dict(state_dict, config)
+
+    @staticmethod
+    def load_hf_model(model_path: str, **kwargs: Any) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+
+    def get_compiler_args(self) -> str:
+        return f"{CONTRIB_COMPILER_ARGS} --lnc={self.neuron_config.logical_nc_config}"
