@@ -16,6 +16,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dsv3_model.cli.config_command",
     "dsv3_model.cli.plan_command",
     "dsv3_model.cli.weights_commands",
+    "dsv3_model.cli.run_commands",
+    "dsv3_model.cli.demo_command",
 )
 
 
