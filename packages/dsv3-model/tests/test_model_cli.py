@@ -1,0 +1,76 @@
+"""The `dsv3 generate` and `dsv3 verify` commands, run in-process on synthetic checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dsv3_config import preset
+from dsv3_model.cli.main import main
+from dsv3_model.generation import generate
+from dsv3_model.loading import load_causal_lm, random_causal_lm
+from dsv3_weights.synthetic import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def bf16_dir(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("cli"), preset("tiny"), fp8=False, seed=11, progress=False)
+
+
+def test_generate_with_no_model_runs_the_embedded_tiny_preset(capsys):
+    assert main(["generate", "--prompt-ids", "1,2,3", "--max-new-tokens", "6"]) == 0
+    printed = [int(tok) for tok in capsys.readouterr().out.split()]
+    expected = generate(random_causal_lm("tiny", seed=0, dtype=torch.float32), [[1, 2, 3]], 6).tokens[0]
+    assert printed == expected
+
+
+def test_generate_from_a_checkpoint_batches_prompts(bf16_dir, capsys):
+    assert main(["generate", "--model", str(bf16_dir), "--prompt-ids", "5,6,7;8,9", "--max-new-tokens", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    model = load_causal_lm(bf16_dir, dtype=torch.float32)
+    expected = generate(model, [[5, 6, 7], [8, 9]], 4).tokens
+    assert [[int(t) for t in line.split()] for line in lines] == expected
+
+
+def test_generate_stops_at_eos():
+    model = random_causal_lm("tiny", seed=0, dtype=torch.float32)
+    free = generate(model, [[1, 2, 3]], 8).tokens[0]
+    stop = free[3]
+    stopped = generate(model, [[1, 2, 3]], 8, eos_token_ids=[stop]).tokens[0]
+    assert stopped == free[: free.index(stop) + 1]
+
+
+def test_generate_rejects_out_of_vocabulary_ids():
+    with pytest.raises(SystemExit, match="ids must be in 0..255"):
+        main(["generate", "--prompt-ids", "1,999"])
+
+
+def test_verify_passes_on_a_checkpoint_and_reports_json(bf16_dir, capsys):
+    assert main(["verify", "--model", str(bf16_dir), "--tokens", "8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and report["teacher_forced_matches"] == 8 and report["free_running_matches"] == 8
+    assert report["max_abs_logit_diff"] <= 1e-4
+
+
+def test_verify_fails_with_nonzero_exit_when_tolerance_is_not_met(bf16_dir, capsys):
+    assert main(["verify", "--model", str(bf16_dir), "--tokens", "4", "--tolerance", "0"]) == 1
+    assert capsys.readouterr().out.strip().endswith("FAIL")
+
+
+def test_generate_text_in_and_out_with_the_directory_tokenizer(bf16_dir, tmp_path, capsys):
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    model_dir = tmp_path / "with-tokenizer"
+    shutil.copytree(bf16_dir, model_dir)
+    word_level = Tokenizer(models.WordLevel({f"w{i}": i for i in range(256)}, unk_token="w0"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=word_level).save_pretrained(model_dir)
+
+    assert main(["generate", "--model", str(model_dir), "--prompt", "w5 w6 w7", "--max-new-tokens", "4"]) == 0
+    expected = generate(load_causal_lm(bf16_dir, dtype=torch.float32), [[5, 6, 7]], 4).tokens[0]
+    assert capsys.readouterr().out.split() == ["w5", "w6", "w7", *[f"w{t}" for t in expected]]
