@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import measured_read_bandwidth, median_seconds, peak_rss_bytes, record, write_records  # noqa: E402
+from _common import measured_read_bandwidth, median_seconds, peak_rss_bytes, record, write_records
 
 BENCH = "model"
 
@@ -65,8 +65,12 @@ def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int) -> dic
 
             def full() -> object:
                 return model.generate(
-                    ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                    eos_token_id=None, pad_token_id=0,
+                    ids,
+                    max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens,
+                    do_sample=False,
+                    eos_token_id=None,
+                    pad_token_id=0,
                 )
 
             # transformers 4.57 caches K and V per head (nope+rope and v); 5.x caches the latent
@@ -109,7 +113,9 @@ def main() -> int:
         for impl in ("ours", "transformers"):
             out = subprocess.run(
                 [sys.executable, __file__, "--child", impl, dtype_name, *(["--quick"] if args.quick else [])],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
             result = json.loads(out.strip().splitlines()[-1])
             case = f"medium {dtype_name} p{prompt_len}+d{new_tokens}"

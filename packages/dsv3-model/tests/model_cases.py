@@ -32,8 +32,15 @@ def model_configs() -> dict[str, ModelConfig]:
         "kimi-like": tiny.replace(n_group=1, topk_group=1, n_routed_experts=24, num_experts_per_tok=6),
         # the published V3 YaRN block: factor 40 over 4096 original positions
         "yarn-40": tiny.replace(
-            rope_scaling={"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
-                          "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
+            rope_scaling={
+                "type": "yarn",
+                "factor": 40.0,
+                "original_max_position_embeddings": 4096,
+                "beta_fast": 32,
+                "beta_slow": 1,
+                "mscale": 1.0,
+                "mscale_all_dim": 1.0,
+            },
             max_position_embeddings=163840,
         ),
     }

@@ -43,14 +43,16 @@ def test_generate_stops_at_eos():
 
 
 def test_generate_rejects_out_of_vocabulary_ids():
-    with pytest.raises(SystemExit, match="ids must be in 0..255"):
+    with pytest.raises(SystemExit, match=r"ids must be in 0\.\.255"):
         main(["generate", "--prompt-ids", "1,999"])
 
 
 def test_verify_passes_on_a_checkpoint_and_reports_json(bf16_dir, capsys):
     assert main(["verify", "--model", str(bf16_dir), "--tokens", "8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["passed"] and report["teacher_forced_matches"] == 8 and report["free_running_matches"] == 8
+    assert report["passed"]
+    assert report["teacher_forced_matches"] == 8
+    assert report["free_running_matches"] == 8
     assert report["max_abs_logit_diff"] <= 1e-4
 
 

@@ -38,7 +38,8 @@ def test_mtp_layer_is_loaded_when_present_and_skipped_on_request(bf16_dir):
     cfg = preset("tiny")
     with_mtp = load_causal_lm(bf16_dir, dtype=torch.float32, include_mtp=True)
     without = load_causal_lm(bf16_dir, dtype=torch.float32, include_mtp=False)
-    assert len(with_mtp.mtp_layers) == 1 and not without.mtp_layers
+    assert len(with_mtp.mtp_layers) == 1
+    assert not without.mtp_layers
     key = f"model.layers.{cfg.num_hidden_layers}.eh_proj.weight"
     with CheckpointReader(bf16_dir) as reader:
         assert torch.equal(with_mtp.state_dict()[key], reader.get(key).float())
@@ -85,7 +86,7 @@ def test_inconsistent_index_is_named(tmp_path, bf16_dir):
     index = json.loads(index_path.read_text())
     del index["weight_map"]["model.norm.weight"]
     index_path.write_text(json.dumps(index))
-    with pytest.raises(CheckpointError, match="model.norm.weight"):
+    with pytest.raises(CheckpointError, match=r"model\.norm\.weight"):
         load_causal_lm(broken, dtype=torch.float32)
 
 

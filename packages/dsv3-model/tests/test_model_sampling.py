@@ -30,7 +30,9 @@ def test_top_k_hand_case():
     assert kept.tolist() == [[NEG_INF, 3.0, NEG_INF, 2.0]]
 
 
-@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(0.7, 0, 1.0), (1.0, 5, 1.0), (1.3, 0, 0.9), (0.8, 7, 0.6)])
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p"), [(0.7, 0, 1.0), (1.0, 5, 1.0), (1.3, 0, 0.9), (0.8, 7, 0.6)]
+)
 def test_filters_match_transformers_warpers(temperature, top_k, top_p):
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 

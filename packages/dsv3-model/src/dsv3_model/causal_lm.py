@@ -66,7 +66,9 @@ class DeepseekModel(nn.Module):
             raise ValueError(f"expected {self.num_hidden_layers} layer caches, got {len(caches)}")
         hidden_BSD = self.embed_tokens(input_ids_BS)
         for i in range(self.num_hidden_layers):
-            hidden_BSD = self.layers[i](hidden_BSD, position_ids_BS, None if caches is None else caches[i], seq_lengths_B)
+            hidden_BSD = self.layers[i](
+                hidden_BSD, position_ids_BS, None if caches is None else caches[i], seq_lengths_B
+            )
         return self.norm(hidden_BSD)
 
 
@@ -89,7 +91,12 @@ class DeepseekForCausalLM(nn.Module):
         """One zeroed latent cache per layer: `latent_cache_width` values per token, in the model dtype."""
         dtype = self.lm_head.weight.dtype
         return LatentCache.empty_layers(
-            self.config, self.config.num_hidden_layers, batch_size, max_len, dtype=dtype, device=self.lm_head.weight.device
+            self.config,
+            self.config.num_hidden_layers,
+            batch_size,
+            max_len,
+            dtype=dtype,
+            device=self.lm_head.weight.device,
         )
 
     def forward(

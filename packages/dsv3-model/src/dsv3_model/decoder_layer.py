@@ -72,5 +72,7 @@ class MultiTokenPredictionLayer(DecoderLayer):
         seq_lengths_B: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits [B, S, V] for the token after `next_ids_BS`, from the main model's final hidden states."""
-        fused_BSD = self.eh_proj(torch.cat([self.enorm(self.embed_tokens(next_ids_BS)), self.hnorm(hidden_BSD)], dim=-1))
+        fused_BSD = self.eh_proj(
+            torch.cat([self.enorm(self.embed_tokens(next_ids_BS)), self.hnorm(hidden_BSD)], dim=-1)
+        )
         return self.shared_head(super().forward(fused_BSD, position_ids_BS, cache, seq_lengths_B))

@@ -23,7 +23,9 @@ def load_hf_causal_lm(model_dir: Path, dtype: torch.dtype = torch.float32) -> An
     cfg = load_config(model_dir)
     if cfg.quantization_config is not None:
         raise ValueError(f"{model_dir}: FP8 checkpoint; transformers cannot load it on CPU. Run `dsv3 convert` first.")
-    model_cls = transformers.DeepseekV2ForCausalLM if cfg.model_type == "deepseek_v2" else transformers.DeepseekV3ForCausalLM
+    model_cls = (
+        transformers.DeepseekV2ForCausalLM if cfg.model_type == "deepseek_v2" else transformers.DeepseekV3ForCausalLM
+    )
     major = int(transformers.__version__.split(".")[0])
     dtype_kw = {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
     return model_cls.from_pretrained(model_dir, attn_implementation="eager", **dtype_kw).eval()

@@ -38,7 +38,8 @@ def dequantizing_source(reader: CheckpointReader, cfg: ModelConfig) -> TensorSou
 
 def has_mtp_weights(reader: CheckpointReader, cfg: ModelConfig) -> bool:
     prefix = f"model.layers.{cfg.num_hidden_layers}."
-    return cfg.num_nextn_predict_layers > 0 and any(key.startswith(prefix) for key in reader.keys())
+    names = reader.keys()
+    return cfg.num_nextn_predict_layers > 0 and any(name.startswith(prefix) for name in names)
 
 
 def load_causal_lm(model_dir: str | Path, *, dtype: torch.dtype, include_mtp: bool = True) -> DeepseekForCausalLM:

@@ -68,9 +68,8 @@ class VerifyReport:
         lines = [f"{'pos':>4} {'golden':>7} {'ours':>7} {'hf':>7} {'max|dlogit|':>12}"]
         for p in self.positions:
             mark = "" if p.ours_top1 == p.hf_top1 else "  <- top-1 differs"
-            lines.append(
-                f"{p.position:>4} {p.golden_token:>7} {p.ours_top1:>7} {p.hf_top1:>7} {p.max_abs_logit_diff:>12.3e}{mark}"
-            )
+            columns = f"{p.position:>4} {p.golden_token:>7} {p.ours_top1:>7} {p.hf_top1:>7}"
+            lines.append(f"{columns} {p.max_abs_logit_diff:>12.3e}{mark}")
         n = len(self.golden_tokens)
         lines += [
             f"teacher-forced top-1 match: {self.teacher_forced_matches}/{n}",

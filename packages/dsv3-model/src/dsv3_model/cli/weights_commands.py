@@ -70,7 +70,11 @@ def _make(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset)
     try:
         make_checkpoint(
-            args.dst, cfg, fp8=args.fp8, seed=args.seed, max_shard_bytes=_gib(args.max_shard_size),
+            args.dst,
+            cfg,
+            fp8=args.fp8,
+            seed=args.seed,
+            max_shard_bytes=_gib(args.max_shard_size),
             progress=not args.no_progress,
         )
     except FileExistsError as err:

@@ -1,0 +1,125 @@
+"""MoE layer forward on the medium config (hidden 1024, 64 experts, 6 active, 8 groups, top-4 groups,
+I = 256, one shared expert): dsv3's `DeepseekMoE` against transformers' `DeepseekV3MoE` with the same
+weights, for 1, 16 and 256 tokens, fp32.
+
+    python benchmarks/bench_moe.py --out FILE.json [--quick]
+
+Implementations: `dsv3` (grouped over the active experts); `transformers` (4.57: a loop over all 64
+experts; 5.x: its model default, `grouped_mm`); `transformers-eager` under 5.x (a loop over the hit
+experts). Each step routes a fresh draw of tokens (a fixed pool cycled, so every implementation sees the
+same inputs and the chosen experts change between steps, as in decoding, rather than staying cache-hot).
+Median of repeated timings after warmup, the implementations taking turns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from dsv3_config import preset
+from dsv3_moe import DeepseekMoE, GroupedExperts, GroupLimitedRouter, SwiGLUMLP, load_hf_moe_state_dict
+from dsv3_testing.hf_moe import hf_moe_block
+
+BENCH = "moe"
+POOL = 8  # distinct inputs cycled through per case
+
+
+def interleaved_medians(steps: dict[str, Callable[[], object]], *, warmup: int, reps: int) -> dict[str, float]:
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(reps):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def cycling(module: torch.nn.Module, inputs: list[torch.Tensor]) -> Callable[[], object]:
+    state = {"i": 0}
+
+    def step() -> object:
+        state["i"] = (state["i"] + 1) % len(inputs)
+        return module(inputs[state["i"]])
+
+    return step
+
+
+def hf_implementations(cfg: Any) -> dict[str, Any]:
+    block = hf_moe_block(cfg, seed=0)
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return {"transformers": block}
+    eager = hf_moe_block(cfg, seed=0)
+    block.experts.config = block.config.__class__.from_dict(block.config.to_dict())
+    block.experts.config._experts_implementation = "grouped_mm"  # what a 5.x model picks by default
+    eager.experts.config = block.config.__class__.from_dict(block.config.to_dict())
+    eager.experts.config._experts_implementation = "eager"
+    return {"transformers": block, "transformers-eager": eager}
+
+
+def run(token_counts: list[int], warmup: int, reps: int) -> list[dict[str, Any]]:
+    cfg = preset("medium")
+    impls = hf_implementations(cfg)
+    ours = DeepseekMoE(
+        router=GroupLimitedRouter(cfg),
+        experts=GroupedExperts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size),
+        shared_experts=SwiGLUMLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts),
+    ).eval()
+    load_hf_moe_state_dict(ours, impls["transformers"].state_dict(), cfg)
+    records: list[dict[str, Any]] = []
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for tokens in token_counts:
+            inputs = [torch.randn(1, tokens, cfg.hidden_size, generator=generator) for _ in range(POOL)]
+            for name, block in impls.items():  # same answers before timing
+                torch.testing.assert_close(ours(inputs[0]), block(inputs[0]), rtol=0, atol=1e-4, msg=name)
+            steps = {"dsv3": cycling(ours, inputs), **{name: cycling(b, inputs) for name, b in impls.items()}}
+            medians = interleaved_medians(steps, warmup=warmup, reps=reps)
+            for impl, seconds in medians.items():
+                records.append(
+                    {
+                        "bench": BENCH,
+                        "case": f"forward_{tokens}tok",
+                        "impl": impl,
+                        "metric": "latency",
+                        "value": 1e3 * seconds,
+                        "unit": "ms",
+                        "transformers": transformers.__version__,
+                    }
+                )
+    return records
+
+
+def print_table(records: list[dict[str, Any]]) -> None:
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{'case':<18}{'impl':<22}{'ms':>10}{'it / dsv3':>12}")
+    ours = {r["case"]: r["value"] for r in records if r["impl"] == "dsv3"}
+    for r in records:
+        print(f"{r['case']:<18}{r['impl']:<22}{r['value']:>10.3f}{r['value'] / ours[r['case']]:>12.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="JSON file for the records")
+    parser.add_argument("--quick", action="store_true", help="few repetitions")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    warmup, reps = (2, 5) if args.quick else (5, 30)
+    records = run([1, 16, 256], warmup=warmup, reps=reps)
+    print_table(records)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(__import__("json").dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+    main()

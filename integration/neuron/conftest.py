@@ -1,0 +1,53 @@
+"""The NxDI CPU suite's setup: NxD/NxDI sources on the path, stand-ins for the compiled Neuron
+modules, and one skip reason for every test where NxDI is not importable (CI has no NxDI).
+
+Sources: `DSV3_NXD_SRC` and `DSV3_NXDI_SRC` name the `src` folders of aws-neuron/neuronx-distributed
+and aws-neuron/neuronx-distributed-inference checkouts (or install both with `--no-deps`). They are
+prepended to `sys.path` here and exported through `PYTHONPATH` for the torchrun workers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+SOURCE_VARIABLES = ("DSV3_NXD_SRC", "DSV3_NXDI_SRC")
+NXDI_MISSING = (
+    "neuronx_distributed_inference is not importable: set DSV3_NXD_SRC and DSV3_NXDI_SRC to the `src` folders "
+    "of aws-neuron/neuronx-distributed and aws-neuron/neuronx-distributed-inference checkouts "
+    "(integration/neuron/README.md)"
+)
+
+
+def _add_sources() -> None:
+    added = []
+    for variable in SOURCE_VARIABLES:
+        value = os.environ.get(variable)
+        if not value:
+            continue
+        if not Path(value).is_dir():
+            raise pytest.UsageError(f"{variable}={value!r} is not a directory")
+        added.append(value)
+    sys.path[:0] = [str(HERE), *added]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), *added, *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "neuron_device: needs a Neuron host (nox -s neuron_integration)")
+    _add_sources()
+    if importlib.util.find_spec("neuronx_distributed_inference") is not None:
+        import neuron_stand_ins
+
+        neuron_stand_ins.install()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if importlib.util.find_spec("neuronx_distributed_inference") is None:
+        skip = pytest.mark.skip(reason=NXDI_MISSING)
+        for item in items:
+            item.add_marker(skip)

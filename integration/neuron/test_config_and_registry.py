@@ -1,0 +1,88 @@
+"""The inference config round-trips through NxDI's `neuron_config.json` (NxDI reloads it with
+`cls(**saved)`, after the NxDI aliases have overwritten HF names such as `intermediate_size`), the
+converted checkpoint covers the model's parameters exactly, and `register()` makes the model findable
+the way vLLM's Neuron plugin and `inference_demo` look it up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import harness
+import pytest
+import torch
+
+
+def _config(cfg, tp_degree: int = 1):  # type: ignore[no-untyped-def]
+    from dsv3_model.neuron import Dsv3InferenceConfig, Dsv3NeuronConfig
+
+    neuron_config = Dsv3NeuronConfig(
+        tp_degree=tp_degree, batch_size=1, seq_len=32, max_context_length=32, torch_dtype=torch.float32, on_cpu=True
+    )
+    return Dsv3InferenceConfig.from_model_config(cfg, neuron_config)
+
+
+@pytest.mark.parametrize("name", ["tiny", "v2-lite-like"])
+def test_config_survives_save_and_load(name: str, tmp_path: Path) -> None:
+    from dsv3_model.neuron import Dsv3InferenceConfig
+
+    cfg = harness.model_config(name)
+    config = _config(cfg)
+    assert (config.intermediate_size, config.dense_intermediate_size) == (
+        cfg.moe_intermediate_size,
+        cfg.intermediate_size,
+    )
+    assert (config.num_key_value_heads, config.head_dim) == (1, cfg.latent_cache_width)
+    config.save(str(tmp_path))
+    reloaded = Dsv3InferenceConfig.load(str(tmp_path))
+    assert reloaded.model_config() == config.model_config() == cfg
+    assert reloaded.intermediate_size == cfg.moe_intermediate_size
+    assert reloaded.dense_intermediate_size == cfg.intermediate_size
+    assert reloaded.neuron_config.normalize_top_k_affinities is False
+    assert reloaded.neuron_config.router_config.dtype == torch.float32
+
+
+def test_converted_checkpoint_covers_the_model_exactly(tmp_path: Path) -> None:
+    """Every key `to_cpu()` loads is one the model has, and every model tensor except the KV cache is loaded."""
+    from safetensors.torch import load_file
+
+    from dsv3_model.neuron import convert_hf_to_neuron_state_dict
+
+    cfg = harness.model_config("tiny")
+    harness.save_hf_checkpoint(cfg, tmp_path)
+    model = harness.build_neuron_model(tmp_path, tp_degree=1, seq_len=32)
+    hf_keys = {
+        key.removeprefix("model."): tensor for key, tensor in load_file(str(tmp_path / "model.safetensors")).items()
+    }
+    converted = convert_hf_to_neuron_state_dict(hf_keys, model.config)
+    # The KV cache is state, not weights; ExpertMLPsV2 adds its own `spmd_rank` in its preshard hook
+    # (NxD modules/moe/expert_mlps_v2.py:197-207).
+    model_keys = {
+        key
+        for key in model.context_encoding_model.model.state_dict()
+        if not key.startswith("kv_mgr.") and not key.endswith("expert_mlps.spmd_rank.rank")
+    }
+    assert set(converted) == model_keys
+
+
+def test_register_adds_the_model_where_vllm_and_inference_demo_look() -> None:
+    # NxDI's model table imports its vision models, which import torchvision (present on Neuron hosts;
+    # PyPI's torchvision does not load next to the CPU torch 2.13 wheel used here).
+    pytest.importorskip("torchvision", reason="NxDI's utils.constants imports torchvision")
+    import importlib
+    import sys
+
+    from neuronx_distributed_inference.utils import constants
+
+    from dsv3_model.neuron import NeuronDsv3ForCausalLM, register
+
+    names = register()
+    # vllm-neuron `_get_neuron_model_cls`: architecture split at the first "For", model part lowercased.
+    for architecture in ("DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM"):
+        model_type = architecture.split("For", 1)[0].lower()
+        assert constants.MODEL_TYPES[model_type]["causal-lm"] is NeuronDsv3ForCausalLM
+    assert constants.MODEL_TYPES["deepseek_v3"]["causal-lm"] is NeuronDsv3ForCausalLM
+    assert set(names) <= set(constants.MODEL_TYPES)
+    demo = importlib.import_module("neuronx_distributed_inference.inference_demo")
+    assert sys.modules[demo.__name__] is demo
+    register()
+    assert demo.MODEL_TYPES["deepseek_v3"]["causal-lm"] is NeuronDsv3ForCausalLM
