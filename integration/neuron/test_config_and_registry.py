@@ -41,6 +41,18 @@ def test_config_survives_save_and_load(name: str, tmp_path: Path) -> None:
     assert reloaded.neuron_config.router_config.dtype == torch.float32
 
 
+@pytest.mark.parametrize("option", [{"layer_boundary_markers": True}, {"sequence_parallel_enabled": True}])
+def test_unsupported_neuron_options_are_refused(option: dict[str, bool]) -> None:
+    """Options that change the decoder-layer contract fail at config time, naming the option."""
+    from dsv3_model.neuron import Dsv3InferenceConfig, Dsv3NeuronConfig
+
+    neuron_config = Dsv3NeuronConfig(
+        tp_degree=1, batch_size=1, seq_len=32, max_context_length=32, on_cpu=True, **option
+    )
+    with pytest.raises(ValueError, match=next(iter(option))):
+        Dsv3InferenceConfig.from_model_config(harness.model_config("tiny"), neuron_config)
+
+
 def test_converted_checkpoint_covers_the_model_exactly(tmp_path: Path) -> None:
     """Every key `to_cpu()` loads is one the model has, and every model tensor except the KV cache is loaded."""
     from safetensors.torch import load_file
@@ -54,13 +66,8 @@ def test_converted_checkpoint_covers_the_model_exactly(tmp_path: Path) -> None:
         key.removeprefix("model."): tensor for key, tensor in load_file(str(tmp_path / "model.safetensors")).items()
     }
     converted = convert_hf_to_neuron_state_dict(hf_keys, model.config)
-    # The KV cache is state, not weights; ExpertMLPsV2 adds its own `spmd_rank` in its preshard hook
-    # (NxD modules/moe/expert_mlps_v2.py:197-207).
-    model_keys = {
-        key
-        for key in model.context_encoding_model.model.state_dict()
-        if not key.startswith("kv_mgr.") and not key.endswith("expert_mlps.spmd_rank.rank")
-    }
+    # The KV cache is state, not weights.
+    model_keys = {key for key in model.context_encoding_model.model.state_dict() if not key.startswith("kv_mgr.")}
     assert set(converted) == model_keys
 
 

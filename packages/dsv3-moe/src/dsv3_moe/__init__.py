@@ -1,1 +1,29 @@
-"""dsv3-moe."""
+"""dsv3-moe: DeepSeekMoE — the group-limited router of every family member (one pure `route` function),
+grouped routed experts over stacked weights, SwiGLU shared experts and dense MLP, their shard plan, and
+the stacking of HF's per-expert tensors as data."""
+
+from dsv3_moe.experts import GroupedExperts, grouped_swiglu
+from dsv3_moe.mlp import LinearFactory, SwiGLUMLP, default_linear_factory
+from dsv3_moe.moe import DeepseekMoE
+from dsv3_moe.router import GroupLimitedRouter
+from dsv3_moe.routing import NORM_EPS, RoutingParams, route
+from dsv3_moe.shard_plan import mlp_shard_plan, moe_shard_plan
+from dsv3_moe.stacking import ExpertStackingRule, expert_stacking_rules, load_hf_moe_state_dict
+
+__all__ = [
+    "NORM_EPS",
+    "DeepseekMoE",
+    "ExpertStackingRule",
+    "GroupLimitedRouter",
+    "GroupedExperts",
+    "LinearFactory",
+    "RoutingParams",
+    "SwiGLUMLP",
+    "default_linear_factory",
+    "expert_stacking_rules",
+    "grouped_swiglu",
+    "load_hf_moe_state_dict",
+    "mlp_shard_plan",
+    "moe_shard_plan",
+    "route",
+]

@@ -11,6 +11,7 @@ from dsv3_model.neuron.kv_cache import LatentKVCacheManager
 from dsv3_model.neuron.model import CONTRIB_COMPILER_ARGS, NeuronDsv3ForCausalLM, NeuronDsv3Model
 from dsv3_model.neuron.registry import MODEL_TYPE_NAMES, register
 from dsv3_model.neuron.router import Dsv3Router
+from dsv3_model.neuron.shard_plan import nxdi_shard_plan
 from dsv3_model.neuron.state_dict import convert_hf_to_neuron_state_dict, expected_keys
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "NeuronDsv3Model",
     "convert_hf_to_neuron_state_dict",
     "expected_keys",
+    "nxdi_shard_plan",
     "register",
 ]

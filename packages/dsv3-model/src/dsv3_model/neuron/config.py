@@ -23,6 +23,22 @@ from neuronx_distributed_inference.models.config import InferenceConfig, MoENeur
 
 from dsv3_config import ModelConfig, load_config
 
+# NeuronConfig switches whose code paths the dsv3 layers do not implement (each changes the layer contract:
+# per-layer KV I/O, block/prefix caches, speculation, sequence/context/data parallel attention).
+UNSUPPORTED_WHEN_TRUE = (
+    "layer_boundary_markers",
+    "sequence_parallel_enabled",
+    "is_block_kv_layout",
+    "is_prefix_caching",
+    "is_chunked_prefill",
+    "enable_fused_speculation",
+    "is_medusa",
+    "flash_decoding_enabled",
+    "k_cache_transposed",
+    "kv_cache_quant",
+)
+UNSUPPORTED_ABOVE = {"speculation_length": 0, "cp_degree": 1, "attention_dp_degree": 1}
+
 # HF config.json keys that describe the model (ModelConfig's fields that HF writes).
 _DSV3_ONLY_FIELDS = frozenset({"yarn_policy", "hf_extra", "torch_dtype"})
 HF_MODEL_KEYS = tuple(name for name in ModelConfig.model_fields if name not in _DSV3_ONLY_FIELDS)
@@ -86,6 +102,18 @@ class Dsv3InferenceConfig(InferenceConfig):
         neuron_config.router_config.dtype = torch.float32
         neuron_config.router_config.act_fn = cfg.scoring_func
         neuron_config.disable_numeric_cc_token = True  # as the contrib port (all-gather/reduce-scatter workaround)
+
+    def validate_config(self) -> None:
+        super().validate_config()
+        neuron_config = self.neuron_config
+        enabled = [name for name in UNSUPPORTED_WHEN_TRUE if getattr(neuron_config, name)]
+        enabled += [
+            f"{name}={getattr(neuron_config, name)}"
+            for name, limit in UNSUPPORTED_ABOVE.items()
+            if getattr(neuron_config, name) > limit
+        ]
+        if enabled:
+            raise ValueError(f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}")
 
     def get_required_attributes(self) -> list[str]:
         return ["dsv3_hf_config", "num_local_experts", "dense_intermediate_size", "head_dim"]

@@ -43,8 +43,10 @@ class LatentKVCacheManager(KVCacheManager):
             raise ValueError("LatentKVCacheManager: per-layer cache sizes are not supported")
         super()._init_kv_shape(config, layer_to_cache_size_mapping)
         latent_width, rope_width = self._latent_widths
-        self.k_shape = (*self.k_shape[:-1], latent_width)
-        self.v_shape = (*self.v_shape[:-1], rope_width)
+        k_shape: tuple[int, ...] = tuple(self.k_shape)  # type: ignore[has-type]  # set by NxDI, untyped
+        v_shape: tuple[int, ...] = tuple(self.v_shape)  # type: ignore[has-type]
+        self.k_shape = (*k_shape[:-1], latent_width)
+        self.v_shape = (*v_shape[:-1], rope_width)
 
     def values_per_token_per_layer(self) -> int:
         """Cache values one token costs in one layer, read off the allocated buffers."""

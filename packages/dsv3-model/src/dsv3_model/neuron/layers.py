@@ -47,7 +47,10 @@ class DenseMLP(nn.Module):
 
 
 def build_moe(config: Dsv3InferenceConfig, cfg: ModelConfig) -> nn.Module:
-    """NxDI's MoE module with `Dsv3Router` in place of its `RouterTopK` (fused TKG kernel off: it keeps the old router)."""
+    """NxDI's MoE module with `Dsv3Router` in place of its `RouterTopK`.
+
+    The fused TKG kernel module stays off: it keeps a reference to the original router.
+    """
     moe = initialize_moe_module(config=config, init_tkg_module=False)
     moe.router = Dsv3Router(cfg, sequence_parallel_enabled=config.neuron_config.sequence_parallel_enabled)
     moe.eval()

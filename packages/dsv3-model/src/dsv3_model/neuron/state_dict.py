@@ -6,9 +6,11 @@ are renamed to NxDI's `initialize_moe_module` layout (NXDI_CONTRACT.md section 8
 `mlp.router.e_score_correction_bias`, per-expert `gate_proj`/`up_proj` [I, H] -> one
 `mlp.expert_mlps.mlp_op.gate_up_proj.weight` [E, H, 2I] (gate in `[..., :I]`), `down_proj` [H, I] ->
 `mlp.expert_mlps.mlp_op.down_proj.weight` [E, I, H]. MTP layers (index >= num_hidden_layers) are
-dropped; `rank_util.rank` is added. FP8 block-quantized weights (`*.weight` + `*.weight_scale_inv`) are
-dequantized with dsv3-weights into the NxDI dtype one tensor at a time. Expert tensors are popped as they
-are fused, so the extra memory is one tensor, then one layer's experts. Every expected key is checked, because NxDI loads with `strict=False`.
+dropped; the `SPMDRank` vectors (`rank_util.rank`, each MoE layer's `expert_mlps.spmd_rank.rank`) are
+added. FP8 block-quantized weights (`*.weight` + `*.weight_scale_inv`) are dequantized with
+dsv3-weights into the NxDI dtype one tensor at a time. Expert tensors are popped as they are fused, so
+the extra memory is one tensor, then one layer's experts. Every expected key is checked, because NxDI
+loads with `strict=False`.
 
 Shape legend: E routed experts, H hidden size, I expert intermediate size.
 """
@@ -26,6 +28,9 @@ from dsv3_weights.fp8 import dequantize_fp8_blocks
 SCALE_SUFFIX = "_scale_inv"
 
 EXPERTS = "mlp.expert_mlps.mlp_op"
+# SPMDRank vectors of each MoE layer (ExpertMLPsV2's own; NxD's preshard hook writes the same values,
+# NxD modules/moe/expert_mlps_v2.py:197-207, :1501-1513), relative to the layer.
+SPMD_RANK_KEYS = ("mlp.expert_mlps.spmd_rank.rank",)
 
 
 def convert_hf_to_neuron_state_dict(state_dict: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
@@ -38,6 +43,10 @@ def convert_hf_to_neuron_state_dict(state_dict: dict[str, torch.Tensor], config:
         if cfg.layer_kind(layer) == LayerKind.MOE:
             _fuse_moe_layer(state_dict, cfg, f"layers.{layer}.")
     state_dict["rank_util.rank"] = torch.arange(config.neuron_config.tp_degree, dtype=torch.int32)
+    for layer in range(cfg.num_hidden_layers):
+        if cfg.layer_kind(layer) == LayerKind.MOE:
+            for key in SPMD_RANK_KEYS:
+                state_dict[f"layers.{layer}.{key}"] = torch.arange(config.neuron_config.world_size, dtype=torch.int32)
     missing = sorted(set(expected_keys(cfg)) - state_dict.keys())
     if missing:
         raise KeyError(f"checkpoint lacks {len(missing)} tensors the model needs, e.g. {missing[:5]}")
@@ -50,7 +59,7 @@ def _dequantize_fp8(state_dict: dict[str, torch.Tensor], cfg: ModelConfig, dtype
         return
     if cfg.quantization_config is None:
         raise ValueError(f"checkpoint has FP8 scales (e.g. {scale_keys[0]}) but the config has no quantization_config")
-    block = tuple(cfg.quantization_config.weight_block_size)
+    block = cfg.quantization_config.weight_block_size
     for scale_key in scale_keys:
         weight_key = scale_key.removesuffix(SCALE_SUFFIX)
         if weight_key not in state_dict:
@@ -93,7 +102,7 @@ def expected_keys(cfg: ModelConfig) -> list[str]:
             keys += [f"{prefix}mlp.{proj}.weight" for proj in ("gate_proj", "up_proj", "down_proj")]
             continue
         keys += [f"{prefix}mlp.router.linear_router.weight", f"{prefix}{EXPERTS}.gate_up_proj.weight"]
-        keys += [f"{prefix}{EXPERTS}.down_proj.weight"]
+        keys += [f"{prefix}{EXPERTS}.down_proj.weight", *(f"{prefix}{key}" for key in SPMD_RANK_KEYS)]
         if cfg.topk_method == "noaux_tc":
             keys.append(f"{prefix}mlp.router.e_score_correction_bias")
         if cfg.n_shared_experts:

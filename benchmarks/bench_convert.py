@@ -1,0 +1,252 @@
+"""FP8 -> BF16 checkpoint conversion: dsv3's streaming converter vs plain I/O vs load-everything.
+
+Synthetic FP8 checkpoints (`dsv3_weights.make_checkpoint`, 128 x 128 blocks, big experts so they are
+quick to make) of about 2 GB and 4 GB (`--quick`: 200 MB) are written under `.bench/convert/` (git-ignored,
+removed afterwards). Each job then runs in its own subprocess, which reports its own peak RSS
+(`getrusage`) and wall time; the parent also polls the child's RSS and stops it at a memory guard so the
+load-everything job cannot exhaust a shared machine (a stopped job is reported as "at least" the guard).
+
+- `dsv3_convert`: `convert_checkpoint` (one process, row-chunked dequantization, fsync per shard).
+- `plain_io`: read every input byte and write the same number of output bytes in as many files, fsync'ed:
+  the floor any converter pays on this disk.
+- `load_everything`: the NxDI contrib port's approach (`modeling_deepseek.py:62-105`): load the whole
+  state dict, dequantize every FP8 weight in fp32 (scales repeated to full size), cast to BF16, then save.
+
+The input was just written, so all jobs read it from the page cache alike. Ratios reported: time vs
+plain I/O, peak RSS vs load-everything, and our peak RSS at 4 GB vs 2 GB.
+
+Usage: python benchmarks/bench_convert.py --out FILE.json [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import record, write_records
+
+BENCH = "convert"
+ROOT = Path(__file__).resolve().parent.parent / ".bench" / "convert"
+MIB = 1024**2
+IMPLS = ("plain_io", "dsv3_convert", "load_everything")
+
+
+def bench_config(moe_layers: int, experts: int) -> Any:
+    """Experts of 3 x 1024 x 2048 FP8 (6.3 MB each) dominate: size ~ moe_layers x experts x 6.3 MB."""
+    from dsv3_config import Fp8BlockQuantization, preset
+
+    return preset("tiny").replace(
+        hidden_size=1024,
+        intermediate_size=4096,
+        moe_intermediate_size=2048,
+        n_routed_experts=experts,
+        n_group=1,
+        topk_group=1,
+        num_experts_per_tok=4,
+        num_hidden_layers=moe_layers + 1,
+        first_k_dense_replace=1,
+        num_nextn_predict_layers=0,
+        vocab_size=8000,
+        quantization_config=Fp8BlockQuantization(quant_method="fp8"),
+    )
+
+
+# ---- the jobs (run inside a child process) -----------------------------------------------------------
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.safetensors"))
+
+
+def job_dsv3_convert(src: Path, dst: Path, out_bytes: int) -> tuple[int, int]:
+    from dsv3_weights import convert_checkpoint
+
+    summary = convert_checkpoint(src, dst, progress=False)
+    return summary.bytes_in, summary.bytes_out
+
+
+def job_plain_io(src: Path, dst: Path, out_bytes: int) -> tuple[int, int]:
+    block = bytearray(64 * MIB)
+    read = 0
+    for path in _files(src):
+        with path.open("rb", buffering=0) as f:
+            while n := f.readinto(block):
+                read += n
+    files = max(1, len(_files(src)))
+    dst.mkdir(parents=True)
+    written = 0
+    for i in range(files):
+        target = out_bytes // files + (out_bytes % files if i == files - 1 else 0)
+        with (dst / f"out{i}.bin").open("wb", buffering=0) as f:
+            while target > 0:
+                n = f.write(memoryview(block)[: min(target, len(block))])
+                target -= n
+                written += n
+            os.fsync(f.fileno())
+    return read, written
+
+
+def job_load_everything(src: Path, dst: Path, out_bytes: int) -> tuple[int, int]:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from dsv3_weights.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor, plan_shards, shard_file_name
+
+    state: dict[str, torch.Tensor] = {}
+    for path in _files(src):
+        state.update(load_file(path))
+    read = sum(t.numel() * t.element_size() for t in state.values())
+    for scale_key in [k for k in state if k.endswith(".weight_scale_inv")]:  # contrib modeling_deepseek.py:77-97
+        weight_key = scale_key.replace(".weight_scale_inv", ".weight")
+        weight, scale_inv = state[weight_key], state.pop(scale_key)
+        rows, cols = weight.shape
+        expanded = scale_inv.repeat_interleave(128, dim=0).repeat_interleave(128, dim=1)
+        state[weight_key] = (weight.to(torch.float32) * expanded[:rows, :cols].to(torch.float32)).to(torch.bfloat16)
+    dst.mkdir(parents=True)
+    tensors = [OutputTensor(k, tuple(t.shape), t.dtype) for k, t in state.items()]
+    shards = plan_shards(tensors, DEFAULT_MAX_SHARD_BYTES)
+    for i, shard in enumerate(shards):
+        save_file(
+            {t.name: state[t.name] for t in shard}, dst / shard_file_name(i, len(shards)), metadata={"format": "pt"}
+        )
+    return read, sum(t.nbytes for t in tensors)
+
+
+def run_child(impl: str, src: Path, dst: Path, out_bytes: int) -> None:
+    start = time.perf_counter()
+    read, written = globals()[f"job_{impl}"](src, dst, out_bytes)
+    seconds = time.perf_counter() - start
+    from dsv3_weights.progress import peak_rss_bytes
+
+    peak = peak_rss_bytes()[0]  # VmHWM: ru_maxrss would include the parent's RSS at fork
+    print(json.dumps({"seconds": seconds, "peak_rss": peak, "bytes_in": read, "bytes_out": written}))
+
+
+# ---- the parent -------------------------------------------------------------------------------------
+
+
+def measure(impl: str, src: Path, out_bytes: int, guard_bytes: int) -> dict[str, float]:
+    dst = src.parent / f"out-{impl}"
+    shutil.rmtree(dst, ignore_errors=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, __file__, "--child", impl, str(src), str(dst), str(out_bytes)]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    proc = psutil.Process(child.pid)
+    polled, stopped = 0, False
+    while child.poll() is None:
+        try:
+            polled = max(polled, proc.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        if polled > guard_bytes:
+            child.kill()
+            stopped = True
+        time.sleep(0.05)
+    out, _ = child.communicate()
+    shutil.rmtree(dst, ignore_errors=True)
+    if stopped:
+        return {"seconds": float("nan"), "peak_rss": float(guard_bytes), "stopped": 1.0}
+    if child.returncode != 0:
+        raise RuntimeError(f"{impl} failed with exit code {child.returncode}")
+    result = json.loads(out.strip().splitlines()[-1])
+    return {"seconds": result["seconds"], "peak_rss": float(max(result["peak_rss"], polled)), "stopped": 0.0}
+
+
+def expected_out_bytes(src: Path) -> int:
+    import torch
+
+    from dsv3_weights import CheckpointReader
+
+    with CheckpointReader(src) as reader:
+        return sum(
+            reader.nbytes(n) * (2 if reader.dtype(n) == torch.float8_e4m3fn else 1)
+            for n in reader
+            if not n.endswith("_scale_inv")
+        )
+
+
+def run_case(case: str, cfg: Any, guard_bytes: int) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    from dsv3_weights import make_checkpoint
+
+    src = ROOT / case / "src"
+    shutil.rmtree(ROOT / case, ignore_errors=True)
+    start = time.perf_counter()
+    make_checkpoint(src, cfg, fp8=True, seed=0, max_shard_bytes=1 << 30, progress=False)
+    make_seconds = time.perf_counter() - start
+    in_bytes = sum(p.stat().st_size for p in _files(src))
+    out_bytes = expected_out_bytes(src)
+    print(f"{case}: made {in_bytes / MIB:.0f} MiB FP8 in {make_seconds:.1f} s", file=sys.stderr)
+    records = [record(BENCH, case, "synthetic", "input_size", in_bytes / MIB, "MiB")]
+    results = {}
+    for impl in IMPLS:
+        results[impl] = r = measure(impl, src, out_bytes, guard_bytes)
+        records += [
+            record(BENCH, case, impl, "seconds", r["seconds"], "s"),
+            record(BENCH, case, impl, "peak_rss", r["peak_rss"] / MIB, "MiB"),
+            record(BENCH, case, impl, "stopped_at_memory_guard", r["stopped"], "bool"),
+        ]
+    ours, plain, everything = results["dsv3_convert"], results["plain_io"], results["load_everything"]
+    records += [
+        record(BENCH, case, "dsv3_convert", "time_vs_plain_io", ours["seconds"] / plain["seconds"], "x"),
+        record(BENCH, case, "dsv3_convert", "throughput", in_bytes / MIB / ours["seconds"], "MiB/s in"),
+        record(
+            BENCH,
+            case,
+            "dsv3_convert",
+            "peak_rss_vs_load_everything",
+            ours["peak_rss"] / everything["peak_rss"],
+            "x (upper bound if stopped)" if everything["stopped"] else "x",
+        ),
+        record(BENCH, case, "load_everything", "time_vs_plain_io", everything["seconds"] / plain["seconds"], "x"),
+    ]
+    shutil.rmtree(ROOT / case, ignore_errors=True)
+    return records, results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", nargs=4, metavar=("IMPL", "SRC", "DST", "OUT_BYTES"))
+    args = parser.parse_args()
+    if args.child:
+        impl, src, dst, out_bytes = args.child
+        run_child(impl, Path(src), Path(dst), int(out_bytes))
+        return 0
+    import torch
+
+    torch.set_num_threads(2)
+    # 2 layers x 16 experts ~ 200 MB; 2 x 160 ~ 2 GB; 4 x 160 ~ 4 GB
+    cases = (
+        {"fp8-200MB": bench_config(2, 16)}
+        if args.quick
+        else {"fp8-2GB": bench_config(2, 160), "fp8-4GB": bench_config(4, 160)}
+    )
+    guard = int(min(14 * 1024**3, psutil.virtual_memory().available - 3 * 1024**3))
+    records: list[dict[str, Any]] = []
+    ours_rss = []
+    for case, cfg in cases.items():
+        case_records, results = run_case(case, cfg, guard)
+        records += case_records
+        ours_rss.append(results["dsv3_convert"]["peak_rss"])
+    if len(ours_rss) == 2:
+        records.append(
+            record(BENCH, "fp8-4GB vs fp8-2GB", "dsv3_convert", "peak_rss_growth", ours_rss[1] / ours_rss[0], "x")
+        )
+    shutil.rmtree(ROOT, ignore_errors=True)
+    write_records(args.out, records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""`SwiGLUMLP`: `down_proj(silu(gate_proj(x)) * up_proj(x))` with transformers' names, used for the dense
+MLP of the first `first_k_dense_replace` layers and for the shared experts (width
+`moe_intermediate_size * n_shared_experts`).
+
+The three projections come from an injected `linear_factory`, the same convention as dsv3-mla's
+(`factory(name, in_features, out_features, bias)` with the *unsharded* shape): a backend passes
+column-parallel gate/up and a row-parallel down, or quantized layers, and the math stays here.
+dsv3-moe does not import dsv3-mla (they are peers), hence the protocol is restated below.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LinearFactory(Protocol):
+    def __call__(self, name: str, in_features: int, out_features: int, bias: bool) -> nn.Module: ...
+
+
+def default_linear_factory(name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
+    """Plain, unsharded `nn.Linear` (single device)."""
+    return nn.Linear(in_features, out_features, bias=bias)
+
+
+class SwiGLUMLP(nn.Module):
+    def __init__(
+        self, hidden_size: int, intermediate_size: int, *, linear_factory: LinearFactory = default_linear_factory
+    ) -> None:
+        super().__init__()
+        self.gate_proj = linear_factory("gate_proj", hidden_size, intermediate_size, False)
+        self.up_proj = linear_factory("up_proj", hidden_size, intermediate_size, False)
+        self.down_proj = linear_factory("down_proj", intermediate_size, hidden_size, False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(hidden)) * self.up_proj(hidden))

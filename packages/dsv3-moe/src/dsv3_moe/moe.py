@@ -1,0 +1,36 @@
+"""`DeepseekMoE`: routed experts plus shared experts, from injected parts (torchtune's `MoE` shape), so a
+backend swaps the experts (e.g. NxD's ExpertMLPsV2) or the shared MLP and keeps the router.
+
+Submodule names are transformers': `gate` (the router), `experts`, `shared_experts`; the state dict then
+matches HF's key for key except the stacked experts (`dsv3_moe.stacking`).
+
+`out = experts(x, *gate(x)) + shared_experts(x)`, in that order, like transformers. Under expert
+parallelism every rank holds the (tp-sharded) shared experts, so summing rank outputs would count them
+`ep_size` times: build the modules of ranks with `ep_rank > 0` with `shared_experts=None` (the shard test
+does), or reduce the shared output over tp only.
+
+Shape legend: T tokens (all leading dims flattened), H hidden, K experts per token.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DeepseekMoE(nn.Module):
+    """`router(x_TH) -> (idx_TK, weight_TK)`; `experts(x_TH, idx_TK, weight_TK) -> y_TH`; `shared(x) -> y`."""
+
+    def __init__(self, *, router: nn.Module, experts: nn.Module, shared_experts: nn.Module | None) -> None:
+        super().__init__()
+        self.gate = router
+        self.experts = experts
+        self.shared_experts = shared_experts
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden_TH = hidden.reshape(-1, hidden.shape[-1])
+        topk_idx_TK, topk_weight_TK = self.gate(hidden_TH)
+        out_TH = self.experts(hidden_TH, topk_idx_TK, topk_weight_TK)
+        if self.shared_experts is not None:
+            out_TH = out_TH + self.shared_experts(hidden_TH)
+        return out_TH.view(hidden.shape)

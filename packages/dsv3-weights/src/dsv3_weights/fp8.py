@@ -1,0 +1,142 @@
+"""FP8 e4m3 block (de)quantization of DeepSeek-V3 checkpoints (NUMERICS.md section 9).
+
+`W = fp8.float() * weight_scale_inv[i // br, j // bc]` for a weight `[M, N]` with a scale grid
+`[ceil(M / br), ceil(N / bc)]`; the last row/column block may be partial (V3's `kv_a_proj_with_mqa` is
+576 x 7168 with 128 x 128 blocks: 4.5 row blocks). The product is computed in fp32, then cast, a block of
+rows at a time so temporary memory stays near `rows_per_chunk * N * 8` bytes whatever the tensor size.
+
+Legend: M, N weight rows/cols; R rows of a chunk; Gr, Gc scale grid rows/cols; br, bc block rows/cols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+CHUNK_BYTES = 64 * 1024 * 1024  # fp32 bytes of one row chunk
+
+SliceReader = Callable[[tuple[slice, slice]], torch.Tensor]
+
+
+def scale_grid(shape: tuple[int, ...], block: tuple[int, int]) -> tuple[int, int]:
+    """`(ceil(M / br), ceil(N / bc))`, the `weight_scale_inv` shape of a `[M, N]` weight."""
+    if len(shape) != 2:
+        raise ValueError(f"FP8 block quantization applies to 2-D weights, got shape {shape}")
+    return (-(-shape[0] // block[0]), -(-shape[1] // block[1]))
+
+
+def chunk_rows(num_cols: int, block_rows: int) -> int:
+    """Rows per chunk: a multiple of the block height with about `CHUNK_BYTES` of fp32."""
+    return max(block_rows, CHUNK_BYTES // (4 * max(num_cols, 1)) // block_rows * block_rows)
+
+
+def _scale_rows(scale_GrGc: torch.Tensor, block_rows: int, num_rows: int) -> torch.Tensor:
+    """Each row's scales `[R, Gc]` in fp32: row-block scales repeated `br` times, cropped."""
+    return scale_GrGc.float().repeat_interleave(block_rows, dim=0)[:num_rows]
+
+
+def _apply_scales(
+    weight_RN: torch.Tensor, scale_RGc: torch.Tensor, block_cols: int, multiply: bool, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """`weight * scale` (or `/`) per column block, computed in fp32 and rounded once into `out_dtype`.
+
+    The last column block may be partial. `torch.mul(..., out=)` computes in the inputs' common dtype
+    (fp32) and casts on store, so no full-size fp32 result is materialized.
+    """
+    num_rows, num_cols = weight_RN.shape
+    full_cols = num_cols // block_cols * block_cols
+    out_RN = torch.empty((num_rows, num_cols), dtype=out_dtype)
+    op = torch.mul if multiply else torch.div
+    if full_cols:
+        blocks = full_cols // block_cols
+        full_RGB = weight_RN[:, :full_cols].float().view(num_rows, blocks, block_cols)
+        op(full_RGB, scale_RGc[:, :blocks, None], out=out_RN[:, :full_cols].view(num_rows, blocks, block_cols))
+    if full_cols < num_cols:
+        op(weight_RN[:, full_cols:].float(), scale_RGc[:, -1:], out=out_RN[:, full_cols:])
+    return out_RN
+
+
+def _check_grid(weight_MN: torch.Tensor, scale_GrGc: torch.Tensor, block: tuple[int, int]) -> None:
+    expected = scale_grid(tuple(weight_MN.shape), block)
+    if tuple(scale_GrGc.shape) != expected:
+        raise ValueError(
+            f"weight_scale_inv shape {tuple(scale_GrGc.shape)} does not match weight {tuple(weight_MN.shape)} "
+            f"with block {block}: expected {expected}"
+        )
+
+
+def dequantize_fp8_chunks(
+    weight_MN: torch.Tensor, scale_GrGc: torch.Tensor, block: tuple[int, int], out_dtype: torch.dtype
+) -> Iterator[torch.Tensor]:
+    """The dequantized weight as consecutive row chunks (each `[R, N]` of `out_dtype`)."""
+    _check_grid(weight_MN, scale_GrGc, block)
+    num_rows, num_cols = weight_MN.shape
+    step = chunk_rows(num_cols, block[0])
+    for r0 in range(0, num_rows, step):
+        r1 = min(r0 + step, num_rows)
+        scale_RGc = _scale_rows(scale_GrGc[r0 // block[0] : -(-r1 // block[0])], block[0], r1 - r0)
+        yield _apply_scales(weight_MN[r0:r1], scale_RGc, block[1], multiply=True, out_dtype=out_dtype)
+
+
+def dequantize_fp8_blocks(
+    weight_fp8: torch.Tensor,
+    scale_inv: torch.Tensor,
+    block: tuple[int, int],
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """`weight_fp8 * scale_inv` per `block`, exact on partial edge blocks, computed in fp32, cast to `out_dtype`."""
+    out_MN = torch.empty(tuple(weight_fp8.shape), dtype=out_dtype)
+    r0 = 0
+    for chunk_RN in dequantize_fp8_chunks(weight_fp8, scale_inv, block, out_dtype):
+        out_MN[r0 : r0 + chunk_RN.shape[0]] = chunk_RN
+        r0 += chunk_RN.shape[0]
+    return out_MN
+
+
+def block_span(start: int, end: int, block: int, size: int) -> tuple[int, int, int, int]:
+    """For elements `start:end` of a dimension of `size`: the enclosing block range and element range."""
+    b0, b1 = start // block, -(-end // block)
+    return b0, b1, b0 * block, min(b1 * block, size)
+
+
+def dequantize_fp8_slice(
+    read_weight: SliceReader,
+    read_scale: SliceReader,
+    shape: tuple[int, int],
+    block: tuple[int, int],
+    rows: slice,
+    cols: slice,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """`dequantize(W)[rows, cols]`, reading only the blocks the slice touches.
+
+    `read_weight((rows, cols))` / `read_scale((rows, cols))` return those slices of the stored FP8
+    weight and its `weight_scale_inv` (e.g. `functools.partial(reader.get_slice, name)`).
+    """
+    r0, r1, _ = rows.indices(shape[0])
+    c0, c1, _ = cols.indices(shape[1])
+    gr0, gr1, er0, er1 = block_span(r0, r1, block[0], shape[0])
+    gc0, gc1, ec0, ec1 = block_span(c0, c1, block[1], shape[1])
+    weight = read_weight((slice(er0, er1), slice(ec0, ec1)))
+    scale = read_scale((slice(gr0, gr1), slice(gc0, gc1)))
+    dense = dequantize_fp8_blocks(weight, scale, block, out_dtype)  # starts on a block boundary
+    return dense[r0 - er0 : r1 - er0, c0 - ec0 : c1 - ec0].contiguous()
+
+
+def quantize_fp8_blocks(weight_MN: torch.Tensor, block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepSeek's weight quantization: per block `scale = amax / 448`, `fp8 = W / scale` (for synthetic data).
+
+    Returns `(fp8 [M, N], scale_inv [Gr, Gc] fp32)`; an all-zero block gets scale 1.
+    """
+    num_rows, num_cols = weight_MN.shape
+    grid = scale_grid((num_rows, num_cols), block)
+    pad_rows, pad_cols = grid[0] * block[0] - num_rows, grid[1] * block[1] - num_cols
+    padded = torch.nn.functional.pad(weight_MN.float().abs(), (0, pad_cols, 0, pad_rows))
+    amax_GrGc = padded.view(grid[0], block[0], grid[1], block[1]).amax(dim=(1, 3))
+    scale_GrGc = torch.where(amax_GrGc > 0, amax_GrGc / FP8_MAX, torch.ones_like(amax_GrGc))
+    scale_RGc = _scale_rows(scale_GrGc, block[0], num_rows)
+    quantized = _apply_scales(weight_MN, scale_RGc, block[1], multiply=False, out_dtype=torch.float32)
+    return quantized.clamp_(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale_GrGc

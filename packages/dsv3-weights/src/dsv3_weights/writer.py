@@ -1,0 +1,143 @@
+"""Writing checkpoint directories so that nothing incomplete ever looks complete.
+
+Every file is written as `NAME.tmp`, fsync'ed, then renamed. A shard's bytes come from a callable that
+yields row chunks of each tensor, so a shard of any size is written with the memory of one chunk; its
+sha256 is computed while writing (no second read). The index and `config.json` are written last by the
+callers, which is what marks a directory as a finished checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from dsv3_weights.reader import INDEX_NAME
+from dsv3_weights.safetensors_io import byte_view, fsync_replace, header_bytes
+
+TMP_SUFFIX = ".tmp"
+DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3  # what transformers' save_pretrained uses
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+ChunkSource = Callable[[OutputTensor], Iterator[torch.Tensor]]
+
+
+def plan_shards(tensors: Sequence[OutputTensor], max_shard_bytes: int) -> list[list[OutputTensor]]:
+    """Consecutive groups of at most `max_shard_bytes` (a larger single tensor gets its own shard)."""
+    if max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    shards: list[list[OutputTensor]] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.nbytes
+    return shards if shards[0] else []
+
+
+def shard_file_name(index: int, count: int) -> str:
+    """`model-00001-of-00003.safetensors`, as transformers names them (`index` from 0)."""
+    return f"model-{index + 1:05d}-of-{count:05d}.safetensors"
+
+
+class _OverlappedWriter:
+    """Writes (and hashes) one chunk on a thread while the caller computes the next; order is kept."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: Future[int] | None = None
+        self.hasher = hashlib.sha256()
+        self.written = 0
+
+    def _write(self, tensor: torch.Tensor) -> int:
+        view = byte_view(tensor)
+        self._f.write(view)
+        self.hasher.update(view)
+        return len(view)
+
+    def put(self, tensor: torch.Tensor) -> None:
+        data = tensor.contiguous()
+        self.flush()
+        self._pending = self._pool.submit(self._write, data)
+
+    def flush(self) -> None:
+        if self._pending is not None:
+            self.written += self._pending.result()
+            self._pending = None
+
+    def close(self) -> None:
+        self.flush()
+        self._pool.shutdown()
+
+
+def write_shard(path: Path, tensors: Sequence[OutputTensor], chunks: ChunkSource) -> tuple[str, int]:
+    """Write a safetensors file from row chunks via `path.tmp` + rename; returns (sha256 hex, bytes).
+
+    On any error the temporary file is removed and nothing exists under `path`'s name from this call.
+    """
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    done = False
+    try:
+        with tmp.open("wb") as f:
+            writer = _OverlappedWriter(f)
+            try:
+                head = header_bytes((t.name, t.dtype, t.shape) for t in tensors)
+                writer.put(torch.frombuffer(bytearray(head), dtype=torch.uint8))
+                writer.flush()
+                for tensor in tensors:
+                    before = writer.written
+                    for chunk in chunks(tensor):
+                        writer.put(chunk)
+                    writer.flush()
+                    if writer.written - before != tensor.nbytes:
+                        raise RuntimeError(f"{tensor.name}: wrote {writer.written - before} of {tensor.nbytes} bytes")
+            finally:
+                writer.close()
+        fsync_replace(tmp, path)
+        done = True
+    finally:
+        if not done:
+            tmp.unlink(missing_ok=True)
+    return writer.hasher.hexdigest(), writer.written
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    fsync_replace(tmp, path)
+
+
+def write_index(directory: Path, shards: Sequence[Sequence[OutputTensor]]) -> None:
+    names = [shard_file_name(i, len(shards)) for i in range(len(shards))]
+    weight_map = {t.name: names[i] for i, shard in enumerate(shards) for t in shard}
+    total = sum(t.nbytes for shard in shards for t in shard)
+    write_json_atomic(directory / INDEX_NAME, {"metadata": {"total_size": total}, "weight_map": weight_map})
+
+
+def sha256_file(path: Path, block: int = 16 * 1024 * 1024) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as f:
+        while data := f.read(block):
+            hasher.update(data)
+    return hasher.hexdigest()

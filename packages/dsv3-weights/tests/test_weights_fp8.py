@@ -1,0 +1,114 @@
+"""FP8 block dequantization against a hand-written per-block loop.
+
+Why not transformers: 4.57 refuses to load FP8 checkpoints without a GPU/XPU
+(`quantizers/quantizer_finegrained_fp8.py:47-48`), and its block size is inferred as rows / scale rows,
+which is wrong on partial edge blocks (ENVIRONMENT.md). The loop below is the definition from DeepSeek's
+README_WEIGHTS.md: `W[i, j] = fp8[i, j] * scale_inv[i // br, j // bc]`, computed in fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from dsv3_weights import fp8 as fp8_module
+from dsv3_weights.fp8 import dequantize_fp8_blocks, dequantize_fp8_slice, quantize_fp8_blocks, scale_grid
+
+
+def loop_dequantize(weight: torch.Tensor, scale: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    out = torch.empty(weight.shape, dtype=torch.float32)
+    for bi in range(scale.shape[0]):
+        for bj in range(scale.shape[1]):
+            rows = slice(bi * block[0], (bi + 1) * block[0])
+            cols = slice(bj * block[1], (bj + 1) * block[1])
+            out[rows, cols] = weight[rows, cols].float() * scale[bi, bj].float()
+    return out
+
+
+def random_fp8(shape: tuple[int, int], block: tuple[int, int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(shape, generator=gen) * 100).clamp(-448, 448).to(torch.float8_e4m3fn)
+    scale = torch.rand(scale_grid(shape, block), generator=gen) * 1e-2 + 1e-4
+    return weight, scale
+
+
+# 72 x 100 with 16 x 16 blocks: 4.5 row blocks and 6.25 column blocks (V3's 576 x 7168 scaled down);
+# also unequal block sides and a shape smaller than one block.
+CASES = [((72, 100), (16, 16)), ((576 // 8, 7168 // 64), (16, 16)), ((50, 33), (8, 32)), ((5, 7), (16, 16))]
+
+
+@pytest.mark.parametrize(("shape", "block"), CASES)
+def test_dequantize_equals_per_block_loop(shape: tuple[int, int], block: tuple[int, int]) -> None:
+    weight, scale = random_fp8(shape, block, seed=1)
+    expected = loop_dequantize(weight, scale, block)
+    # fp32 result: the same single multiplication per element, so bit-exact.
+    torch.testing.assert_close(dequantize_fp8_blocks(weight, scale, block, torch.float32), expected, rtol=0, atol=0)
+    # bf16: computed in fp32 then cast once, so equal to the cast of the fp32 reference.
+    torch.testing.assert_close(
+        dequantize_fp8_blocks(weight, scale, block, torch.bfloat16), expected.bfloat16(), rtol=0, atol=0
+    )
+
+
+def test_row_chunking_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    weight, scale = random_fp8((72, 100), (16, 16), seed=2)
+    whole = dequantize_fp8_blocks(weight, scale, (16, 16), torch.float32)
+    monkeypatch.setattr(fp8_module, "CHUNK_BYTES", 16 * 100 * 4)  # one block row per chunk: 5 chunks
+    assert fp8_module.chunk_rows(100, 16) == 16
+    torch.testing.assert_close(dequantize_fp8_blocks(weight, scale, (16, 16), torch.float32), whole, rtol=0, atol=0)
+
+
+def test_wrong_scale_grid_is_refused() -> None:
+    weight, scale = random_fp8((72, 100), (16, 16), seed=3)
+    with pytest.raises(ValueError, match=r"weight_scale_inv shape \(4, 7\).*expected \(5, 7\)"):
+        dequantize_fp8_blocks(weight, scale[:4], (16, 16))
+
+
+class RecordingSource:
+    """A stored tensor read through slices, remembering which element ranges were read."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+        self.reads: list[tuple[slice, slice]] = []
+
+    def __call__(self, slices: tuple[slice, slice]) -> torch.Tensor:
+        self.reads.append(slices)
+        return self.tensor[slices]
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols"),
+    [
+        (slice(20, 70), slice(3, 99)),
+        (slice(64, 72), slice(96, 100)),
+        (slice(0, 16), slice(16, 32)),
+        (slice(17, 18), slice(50, 51)),
+    ],
+)
+def test_slice_dequantize_reads_only_touched_blocks(rows: slice, cols: slice) -> None:
+    block = (16, 16)
+    weight, scale = random_fp8((72, 100), block, seed=4)
+    read_weight, read_scale = RecordingSource(weight), RecordingSource(scale)
+    got = dequantize_fp8_slice(read_weight, read_scale, (72, 100), block, rows, cols, torch.float32)
+    torch.testing.assert_close(got, loop_dequantize(weight, scale, block)[rows, cols], rtol=0, atol=0)
+    ((w_rows, w_cols),) = read_weight.reads
+    # Reads start at the block containing the first element and end at the block containing the last.
+    assert w_rows == slice(rows.start // 16 * 16, min(72, -(-rows.stop // 16) * 16))
+    assert w_cols == slice(cols.start // 16 * 16, min(100, -(-cols.stop // 16) * 16))
+    ((s_rows, s_cols),) = read_scale.reads
+    assert (s_rows.start, s_rows.stop) == (rows.start // 16, -(-rows.stop // 16))
+    assert (s_cols.start, s_cols.stop) == (cols.start // 16, -(-cols.stop // 16))
+
+
+def test_quantize_scales_are_block_amax_over_448_and_roundtrip() -> None:
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.randn((40, 70), generator=gen)
+    fp8, scale = quantize_fp8_blocks(weight, (16, 32))
+    assert fp8.dtype == torch.float8_e4m3fn
+    assert scale.shape == (3, 3)
+    assert scale[2, 2] == weight[32:40, 64:70].abs().max() / 448  # partial corner block
+    # e4m3 has 3 mantissa bits: relative rounding error at most 2^-4 of each value (plus subnormals near 0).
+    back = dequantize_fp8_blocks(fp8, scale, (16, 32), torch.float32)
+    tolerance = weight.abs() * 2**-4 + functools.reduce(max, scale.flatten().tolist()) * 2**-9
+    assert bool(((back - weight).abs() <= tolerance).all())

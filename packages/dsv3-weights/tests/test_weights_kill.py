@@ -1,0 +1,94 @@
+"""SIGKILL a converting child process at random moments, rerun, and compare with an uninterrupted run.
+
+Kill points are drawn two ways: a random delay from the child's start (it may die while importing,
+planning, or writing), and right after a random number of shards is recorded plus a random few ms
+(it dies mid-shard, mid-rename or mid-manifest). After every kill nothing may claim completeness and
+every shard under its final name must be intact; the final rerun must equal the reference bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dsv3_config import preset
+from dsv3_weights import MANIFEST_NAME, convert_checkpoint, make_checkpoint
+from dsv3_weights.reader import INDEX_NAME
+from dsv3_weights.safetensors_io import read_header
+from dsv3_weights.writer import sha256_file
+
+SHARD = 256 * 1024
+CHILD = (
+    "import sys; from dsv3_weights import convert_checkpoint; "
+    f"convert_checkpoint(sys.argv[1], sys.argv[2], max_shard_bytes={SHARD}, progress=False)"
+)
+
+
+def _start(src: Path, dst: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(src), str(dst)], env=env)
+
+
+def _recorded(dst: Path) -> int:
+    try:
+        return len(json.loads((dst / MANIFEST_NAME).read_text())["shards"])
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def _kill_when(child: subprocess.Popen[bytes], dst: Path, shards: int, extra_s: float, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _recorded(dst) < shards and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    time.sleep(extra_s)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+
+def _check_nothing_corrupt(dst: Path) -> None:
+    assert not (dst / "config.json").exists() or (dst / INDEX_NAME).exists()
+    manifest = json.loads((dst / MANIFEST_NAME).read_text())["shards"] if (dst / MANIFEST_NAME).exists() else {}
+    for path in dst.glob("model-*.safetensors"):
+        read_header(path)  # a complete, parseable file
+        if path.name in manifest:
+            assert sha256_file(path) == manifest[path.name]["sha256"], path.name
+
+
+@pytest.mark.slow  # four child processes, each importing torch
+def test_sigkill_at_random_points_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
+    cfg = preset("tiny").replace(hidden_size=256, moe_intermediate_size=128, intermediate_size=384)
+    src = make_checkpoint(tmp_path / "src", cfg, fp8=True, seed=3, max_shard_bytes=1 << 20, progress=False)
+    reference = tmp_path / "reference"
+    convert_checkpoint(src, reference, max_shard_bytes=SHARD, progress=False)
+    total = len(list(reference.glob("model-*.safetensors")))
+    assert total >= 20
+    seed = int(os.environ.get("DSV3_KILL_SEED", "0")) or random.SystemRandom().randrange(1 << 30)
+    print(f"kill points drawn with DSV3_KILL_SEED={seed}")
+    rng = random.Random(seed)
+    dst = tmp_path / "dst"
+    child = _start(src, dst)
+    time.sleep(rng.uniform(0.5, 4.0))  # anywhere from import to mid-conversion
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    _check_nothing_corrupt(dst)
+    targets = sorted(rng.sample(range(1, total), 2))
+    interrupted = 0
+    for target in targets:
+        child = _start(src, dst)
+        _kill_when(child, dst, target, rng.uniform(0.0, 0.05))
+        _check_nothing_corrupt(dst)
+        assert _recorded(dst) >= target
+        interrupted += not (dst / "config.json").exists()
+    assert interrupted >= 1, "no kill landed before the end of the conversion"
+    convert_checkpoint(src, dst, max_shard_bytes=SHARD, progress=False)
+    assert sorted(p.name for p in dst.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for path in reference.iterdir():
+        assert path.read_bytes() == (dst / path.name).read_bytes(), path.name
