@@ -48,7 +48,13 @@ class Dsv3NeuronConfig(MoENeuronConfig):
     """`MoENeuronConfig` whose router settings follow dsv3: the router normalizes and scales itself."""
 
     def __init__(self, **kwargs: Any) -> None:
-        for key in ("router_config", "router_dtype", "normalize_top_k_affinities"):
+        for key in (
+            "router_config",
+            "router_dtype",
+            "router_act_fn",
+            "normalize_top_k_affinities",
+            "disable_normalize_top_k_affinities",
+        ):
             kwargs.pop(key, None)  # fixed below; also present in a saved neuron_config.json
         super().__init__(router_config={"dtype": torch.float32}, disable_normalize_top_k_affinities=True, **kwargs)
 
