@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -130,7 +131,11 @@ def run(token_counts: list[int], warmup: int, reps: int) -> list[dict[str, Any]]
 
 
 def print_table(records: list[dict[str, Any]]) -> None:
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"transformers {transformers.__version__}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"load average {load} (other processes share the cores: compare ratios, not absolute times)"
+    )
     print(f"{'case':<18}{'impl':<22}{'ms':>10}{'it / dsv3':>12}")
     ours = {r["case"]: r["value"] for r in records if r["impl"] == "dsv3"}
     for r in records:

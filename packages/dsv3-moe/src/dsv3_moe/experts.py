@@ -5,11 +5,13 @@ Parameters (transformers 5.x uses the same in-memory layout and names):
 HF checkpoints store one `experts.{e}.{gate,up,down}_proj.weight` per expert; `dsv3_moe.stacking`
 declares how they stack.
 
-The computation (`grouped_swiglu`) sorts the token-expert pairs by expert, runs one SwiGLU per expert that
-received tokens (a Python loop over the *active* experts only: `torch._grouped_mm` exists on CPU in torch
-2.13 but measured 216 ms for one [96 x 1024] x 64 x [1024 x 512] call, ~50x slower than this loop), and
-scatters the results back with the routing weights. No loop over idle experts and no dense [T, E] matrix.
-The weighted sum accumulates in fp32, as transformers 4.57 does, and is cast to the input dtype at the end.
+The computation (`grouped_swiglu`) sorts the token-expert pairs by expert, runs the SwiGLU of every expert
+that received tokens over its run of rows, and scatters the results back with the routing weights. No loop
+over idle experts and no dense [T, E] matrix. The matmuls are two `F.grouped_mm` calls where torch has them
+and no gradient is needed (torch 2.13 CPU: bit-identical to per-expert `F.linear`, 3-8% faster on the
+medium config, and 2 kernels instead of 5 per active expert); otherwise a Python loop over the *active*
+experts (`F.grouped_mm` has no CPU backward). The weighted sum accumulates in fp32, as transformers 4.57
+does, and is cast to the input dtype at the end.
 
 Parallelism: with `ep_size > 1` the module holds experts `[first_expert, first_expert + E_local)`; pairs
 routed to other experts contribute zero. With `tp_size > 1` it holds an `I / tp_size` slice of every
@@ -102,18 +104,49 @@ def grouped_swiglu(
     if order_P.numel() == 0:
         return out_TH.to(hidden_TH.dtype)
     token_P = order_P // top_k
-    active_A, counts_A = torch.unique_consecutive(sorted_expert_P, return_counts=True)
-    outputs = [
-        _swiglu(rows_XH, gate_up_EXH[expert], down_EHI[expert])
-        for expert, rows_XH in zip(
-            active_A.tolist(), hidden_TH.index_select(0, token_P).split(counts_A.tolist()), strict=False
-        )
-    ]
+    sorted_hidden_PH = hidden_TH.index_select(0, token_P)
+    if _grouped_mm_applies(hidden_TH, gate_up_EXH, down_EHI):
+        expert_out_PH = _swiglu_grouped_mm(sorted_hidden_PH, sorted_expert_P, gate_up_EXH, down_EHI)
+    else:
+        expert_out_PH = _swiglu_active_loop(sorted_hidden_PH, sorted_expert_P, gate_up_EXH, down_EHI)
     weight_P1 = topk_weight_TK.reshape(-1).index_select(0, order_P).to(torch.float32).unsqueeze(1)
-    weighted_PH = torch.cat(outputs).to(torch.float32) * weight_P1
+    weighted_PH = expert_out_PH.to(torch.float32) * weight_P1
     return out_TH.index_add_(0, token_P, weighted_PH).to(hidden_TH.dtype)
 
 
-def _swiglu(rows_XH: torch.Tensor, gate_up_XH: torch.Tensor, down_HI: torch.Tensor) -> torch.Tensor:
-    gate_XI, up_XI = F.linear(rows_XH, gate_up_XH).chunk(2, dim=-1)
-    return F.linear(F.silu(gate_XI) * up_XI, down_HI)
+def _grouped_mm_applies(*tensors: torch.Tensor) -> bool:
+    """`F.grouped_mm` (torch >= 2.10) has CPU and CUDA kernels but no CPU backward, and needs 16-byte aligned
+    pointers and strides (e.g. bf16 with an intermediate size of 12 fails): use it for inference where the
+    operands (hidden [T, H], gate_up [E, 2I, H], down [E, H, I]; every operand's strides are among theirs)
+    qualify."""
+    return (
+        hasattr(F, "grouped_mm")
+        and all(t.device.type in ("cpu", "cuda") and _aligned_16(t) for t in tensors)
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+    )
+
+
+def _aligned_16(tensor: torch.Tensor) -> bool:
+    size = tensor.element_size()
+    return tensor.data_ptr() % 16 == 0 and all((stride * size) % 16 == 0 for stride in tensor.stride() if stride != 1)
+
+
+def _swiglu_grouped_mm(
+    sorted_hidden_PH: torch.Tensor, sorted_expert_P: torch.Tensor, gate_up_EXH: torch.Tensor, down_EHI: torch.Tensor
+) -> torch.Tensor:
+    """Two grouped matmuls over the runs of rows; the kernel skips experts whose run is empty."""
+    ends_E = torch.bincount(sorted_expert_P, minlength=gate_up_EXH.shape[0]).cumsum(0).to(torch.int32)
+    gate_PI, up_PI = F.grouped_mm(sorted_hidden_PH, gate_up_EXH.transpose(1, 2), offs=ends_E).chunk(2, dim=-1)
+    return F.grouped_mm(F.silu(gate_PI) * up_PI, down_EHI.transpose(1, 2), offs=ends_E)
+
+
+def _swiglu_active_loop(
+    sorted_hidden_PH: torch.Tensor, sorted_expert_P: torch.Tensor, gate_up_EXH: torch.Tensor, down_EHI: torch.Tensor
+) -> torch.Tensor:
+    """One SwiGLU per active expert (differentiable; older torch)."""
+    active_A, counts_A = torch.unique_consecutive(sorted_expert_P, return_counts=True)
+    outputs = []
+    for expert, rows_XH in zip(active_A.tolist(), sorted_hidden_PH.split(counts_A.tolist()), strict=False):
+        gate_XI, up_XI = F.linear(rows_XH, gate_up_EXH[expert]).chunk(2, dim=-1)
+        outputs.append(F.linear(F.silu(gate_XI) * up_XI, down_EHI[expert]))
+    return torch.cat(outputs)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from dsv3_config import ModelConfig
-from dsv3_testing.hf_reference import hf_config
+from dsv3_testing.hf_reference import hf_config, transformers_major
 
 CORRECTION_BIAS_STD = 0.1
 
@@ -25,7 +25,8 @@ def hf_moe_block(cfg: ModelConfig, *, seed: int, dtype: torch.dtype = torch.floa
     from transformers.models.deepseek_v3 import modeling_deepseek_v3
 
     if cfg.model_type == "deepseek_v2":
-        block_cls = getattr(modeling_deepseek_v2, "DeepseekV2MoE", None) or modeling_deepseek_v2.DeepseekV2Moe
+        v2_name = "DeepseekV2Moe" if transformers_major() >= 5 else "DeepseekV2MoE"
+        block_cls = getattr(modeling_deepseek_v2, v2_name)
     else:
         block_cls = modeling_deepseek_v3.DeepseekV3MoE
     torch.manual_seed(seed)
@@ -42,6 +43,6 @@ def hf_moe_block(cfg: ModelConfig, *, seed: int, dtype: torch.dtype = torch.floa
 def hf_moe_route(block: Any, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`(topk_idx, topk_weight)` of the block's gate for `hidden` [..., H], in either transformers version."""
     out = block.gate(hidden)
-    if len(out) == 3:  # 5.x: (router_logits, weights, indices)
+    if transformers_major() >= 5:  # (router_logits, weights, indices)
         return out[2], out[1]
     return out[0], out[1]
