@@ -87,7 +87,8 @@ def save_fp8_checkpoint(cfg: ModelConfig, directory: Path, *, seed: int = 0) -> 
 
     if cfg.quantization_config is None:
         raise ValueError("save_fp8_checkpoint needs a config with quantization_config")
-    block = tuple(cfg.quantization_config.weight_block_size)
+    rows, cols = cfg.quantization_config.weight_block_size
+    block = (rows, cols)
     model = hf_causal_lm(cfg, seed=seed)
     reference = model.state_dict()
     stored: dict[str, torch.Tensor] = {}

@@ -1,10 +1,15 @@
 """One rank of NxD's own checkpoint sharding at tp=N on CPU, started by the suite under `torchrun`.
 
-Usage: torchrun --nproc-per-node N shard_worker.py CHECKPOINT_DIR OUT_DIR
+Usage: torchrun --nproc-per-node N shard_worker.py CHECKPOINT_DIR OUT_DIR DTYPE(fp32|bf16)
 Every rank builds `NeuronDsv3ForCausalLM` (parallel state needs all ranks); rank 0 loads the checkpoint
-through NxDI's loader (`get_state_dict`: `model.` stripped, `convert_hf_to_neuron_state_dict`) and
-writes NxD's `shard_checkpoint` output, `OUT_DIR/tp{rank}_sharded_checkpoint.safetensors`, the files
-NxDI's `save_sharded_checkpoint` produces.
+through NxDI's loader for `torch_dtype` DTYPE (`checkpoint_loader_fn`: `model.` stripped,
+`convert_hf_to_neuron_state_dict`, and for non-fp32 dtypes NxDI's cast of every float) and writes NxD's
+`shard_checkpoint` output, `OUT_DIR/tp{rank}_sharded_checkpoint.safetensors`, the files NxDI's
+`save_sharded_checkpoint` produces.
+
+NxDI's CPU mode refuses bf16 at tp > 1 (gloo has no bf16 collectives), so the model is built in fp32 and
+`torch_dtype` set to DTYPE afterwards: the loader then converts and casts as on a Neuron host. ModelBuilder's
+later `cast_weights` (to the module's dtypes, all DTYPE there) has nothing left to change.
 """
 
 from __future__ import annotations
@@ -19,19 +24,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import neuron_stand_ins
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-def main(checkpoint: str, out_dir: str) -> None:
+
+def main(checkpoint: str, out_dir: str, dtype: str) -> None:
     neuron_stand_ins.install()
     import harness
     from neuronx_distributed.trace.functions import shard_checkpoint
 
-    model = harness.build_neuron_model(Path(checkpoint), tp_degree=int(os.environ["WORLD_SIZE"]))
+    world = int(os.environ["WORLD_SIZE"])
+    model = harness.build_neuron_model(Path(checkpoint), tp_degree=world)
+    model.neuron_config.torch_dtype = model.config.neuron_config.torch_dtype = DTYPES[dtype]
     if int(os.environ["RANK"]) == 0:
-        state_dict = model.get_state_dict(checkpoint, model.config)
+        state_dict = model.checkpoint_loader_fn()
         shard_checkpoint(state_dict, model.context_encoding_model.model, serialize_path=out_dir)
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

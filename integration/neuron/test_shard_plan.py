@@ -1,6 +1,16 @@
-"""`nxdi_shard_plan` applied with dsv3-weights' `shard_tensor` reproduces NxD's own `shard_checkpoint`
-per-rank files (what NxDI's `save_sharded_checkpoint` writes) key for key and bit for bit, at tp=2.
-This is the layout `dsv3 shard` must write for NxDI; the CLI itself is not wired to it yet."""
+"""`dsv3 shard --tp 2` writes what NxDI's own pre-sharding writes, and the model runs from those files.
+
+1. Against NxD's `shard_checkpoint` (what NxDI's `save_sharded_checkpoint` calls), run on CPU under
+   torchrun at tp=2 on the checkpoint as NxDI's `checkpoint_loader_fn` loads it: the same file names
+   and, per rank, the same keys, dtypes and bits. Cases: the tiny preset and the V2-Lite-like config
+   (fp32 HF checkpoints, `torch_dtype` fp32), and the tiny preset's FP8 block-quantized checkpoint
+   sharded for `torch_dtype` bf16 (our per-slice dequantization + cast against NxDI's whole-tensor
+   dequantization + NxDI's cast).
+2. Loading: NxDI's pre-sharded load (`load()` with `save_sharded_checkpoint`) needs a traced model on
+   a Neuron host, so here each tp=2 rank of the CPU model has every weight set to NaN, loads its own
+   `dsv3 shard` file (no missing key but the KV cache, no extra key), and must reproduce transformers'
+   prefill logits (1e-4, as test_causal_lm_cpu) and 16 greedy tokens.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +23,10 @@ import pytest
 import torch
 
 TP = 2
+HERE = Path(__file__).parent
 
 
-@pytest.mark.parametrize("name", ["tiny", "v2-lite-like"])
-def test_plan_slices_equal_nxd_shard_checkpoint(name: str, tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
-    from dsv3_config import MeshCoordinate
-    from dsv3_model.neuron import (
-        Dsv3InferenceConfig,
-        Dsv3NeuronConfig,
-        convert_hf_to_neuron_state_dict,
-        nxdi_shard_plan,
-    )
-    from dsv3_weights.sharding import shard_tensor
-
-    cfg = harness.model_config(name)
-    checkpoint, out_dir = tmp_path / "hf", tmp_path / "nxd"
-    harness.save_hf_checkpoint(cfg, checkpoint)
-    worker = Path(__file__).parent / "shard_worker.py"
+def _torchrun(script: str, port: int, *args: str) -> None:
     command = [
         sys.executable,
         "-m",
@@ -39,27 +34,71 @@ def test_plan_slices_equal_nxd_shard_checkpoint(name: str, tmp_path: Path) -> No
         "--nproc-per-node",
         str(TP),
         "--master-port",
-        "29533",
-        str(worker),
-        str(checkpoint),
-        str(out_dir),
+        str(port),
+        str(HERE / script),
+        *args,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
 
-    neuron_config = Dsv3NeuronConfig(
-        tp_degree=TP, batch_size=1, seq_len=64, max_context_length=64, torch_dtype=torch.float32, on_cpu=True
-    )
-    config = Dsv3InferenceConfig.from_model_config(cfg, neuron_config)
-    hf = {key.removeprefix("model."): value for key, value in load_file(str(checkpoint / "model.safetensors")).items()}
-    converted = convert_hf_to_neuron_state_dict(hf, config)
-    plan = nxdi_shard_plan(cfg)
-    assert set(plan) == set(converted)
+
+def _dsv3_shard(checkpoint: Path, dst: Path, dtype: str) -> Path:
+    from dsv3_model.cli.main import main
+
+    assert main(["shard", str(checkpoint), str(dst), "--tp", str(TP), "--dtype", dtype]) == 0
+    return dst / "weights"
+
+
+@pytest.mark.parametrize(
+    ("name", "fp8", "dtype"), [("tiny", False, "fp32"), ("v2-lite-like", False, "fp32"), ("tiny", True, "bf16")]
+)
+def test_dsv3_shard_files_equal_nxd_shard_checkpoint(name: str, fp8: bool, dtype: str, tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from dsv3_model.neuron import expected_keys, nxdi_shard_plan
+
+    cfg = harness.model_config(name)
+    checkpoint, nxd_dir = tmp_path / "hf", tmp_path / "nxd"
+    (harness.save_fp8_checkpoint if fp8 else harness.save_hf_checkpoint)(cfg, checkpoint)
+    _torchrun("shard_worker.py", 29533, str(checkpoint), str(nxd_dir), dtype)
+    ours_dir = _dsv3_shard(checkpoint, tmp_path / "compiled", dtype)
+
+    assert set(nxdi_shard_plan(cfg)) == set(expected_keys(cfg))
+    assert sorted(p.name for p in ours_dir.iterdir()) == sorted(p.name for p in nxd_dir.iterdir())
     for rank in range(TP):
-        nxd = load_file(str(out_dir / f"tp{rank}_sharded_checkpoint.safetensors"))
-        assert set(nxd) == set(converted), f"rank {rank}"
-        coord = MeshCoordinate(tp_rank=rank, tp_size=TP)
-        for key, full in converted.items():
-            ours = shard_tensor(full, plan[key], coord)
-            assert ours.dtype == nxd[key].dtype, f"rank {rank}: {key}"
-            assert torch.equal(ours, nxd[key]), f"rank {rank}: {key}"
+        file_name = f"tp{rank}_sharded_checkpoint.safetensors"
+        nxd, ours = load_file(str(nxd_dir / file_name)), load_file(str(ours_dir / file_name))
+        assert set(ours) == set(nxd), f"rank {rank}: {sorted(set(ours) ^ set(nxd))[:5]}"
+        assert set(ours) == set(expected_keys(cfg))
+        for key, tensor in nxd.items():
+            assert ours[key].dtype == tensor.dtype, f"rank {rank}: {key}"
+            assert ours[key].shape == tensor.shape, f"rank {rank}: {key}"
+            assert torch.equal(ours[key].view(torch.uint8), tensor.view(torch.uint8)), f"rank {rank}: {key}"
+        with safe_open(str(ours_dir / file_name), "pt") as f, safe_open(str(nxd_dir / file_name), "pt") as g:
+            # The one header difference: dsv3's writer records safetensors' `format: pt` (as transformers
+            # does); NxD writes no metadata. NxDI's loader (`safetensors.torch.load_file`) ignores it.
+            assert (f.metadata(), g.metadata()) == ({"format": "pt"}, None)
+
+
+def test_tp2_model_runs_from_dsv3_shard_files(tmp_path: Path) -> None:
+    cfg = harness.model_config("tiny")
+    checkpoint = tmp_path / "hf"
+    hf = harness.save_hf_checkpoint(cfg, checkpoint)
+    rank_files = _dsv3_shard(checkpoint, tmp_path / "compiled", "fp32")
+    out_file = tmp_path / "rank0.pt"
+    _torchrun("tp_worker.py", 29534, "tiny", str(checkpoint), str(out_file), str(rank_files))
+
+    ids_BS = harness.prompt(cfg)
+    with torch.no_grad():
+        expected_BV = hf(ids_BS).logits[:, -1]
+    expected_BS = hf.generate(
+        ids_BS,
+        attention_mask=torch.ones_like(ids_BS),
+        max_new_tokens=harness.NEW_TOKENS,
+        min_new_tokens=harness.NEW_TOKENS,
+        do_sample=False,
+    )
+    rank0 = torch.load(out_file)
+    torch.testing.assert_close(rank0["logits"], expected_BV, atol=1e-4, rtol=0)
+    assert rank0["tokens"].tolist() == expected_BS.tolist()

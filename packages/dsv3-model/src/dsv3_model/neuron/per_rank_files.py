@@ -1,0 +1,137 @@
+"""`write_per_rank_files` (`dsv3 shard`): an HF checkpoint -> NxDI's pre-sharded per-rank files, streaming.
+
+NxDI with `save_sharded_checkpoint=True` writes, and at load reads, `COMPILED/weights/tp{rank}_sharded_checkpoint
+.safetensors` (NxDI `models/application_base.py:240-254`, `:389-399`): one safetensors file per tensor-parallel
+rank, no metadata, holding that rank's slice of every converted tensor under the converted key (no `model.`
+prefix), the `SPMDRank` vectors included, floats in the NxDI dtype (NxD `trace/model_builder.py:801-860`,
+`:994-1000`). This writes the same files without NxD: the conversion is `state_dict.convert_tensor` (the one
+NxDI's in-memory path uses), the slicing `nxdi_shard_plan`, and each rank file goes through
+`dsv3_weights.writer.write_shard` (`.tmp` + rename, so an interrupted run never leaves a complete-looking file;
+the files of the ranks about to be written are removed first, so no earlier run's file survives next to them).
+
+Memory is bounded by one chunk, whatever the checkpoint size: ranks are written one after another, and each
+tensor of a rank is produced a block of rows at a time (about `CHUNK_BYTES` of fp32 at full width; one expert
+at a time for the expert stacks), from only the source rows that block needs (`CheckpointReader` reads rows,
+`dequantize_fp8_slice` dequantizes only the FP8 blocks touched). The cost is I/O: a tensor split along a
+column dimension is read once per rank.
+
+Expert parallelism (`--ep > 1`) is not written: NxD's preshard hook then adds `local_expert_indices` from
+its process-group meshes, which this layout does not model yet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from dsv3_config import MeshCoordinate, ModelConfig
+from dsv3_model.neuron.shard_plan import nxdi_shard_plan
+from dsv3_model.neuron.state_dict import (
+    SCALE_SUFFIX,
+    Box,
+    NeuronTensor,
+    SourceRead,
+    check_sources,
+    convert_tensor,
+    fp8_block,
+    neuron_tensors,
+)
+from dsv3_weights.fp8 import CHUNK_BYTES, dequantize_fp8_slice
+from dsv3_weights.reader import CheckpointReader
+from dsv3_weights.sharding import dim_ranges
+from dsv3_weights.writer import OutputTensor, write_shard
+
+WEIGHTS_DIR = "weights"
+HF_MODEL_PREFIX = "model."
+Ranges = list[list[tuple[int, int]]]  # per dim, the [start, end) pieces a rank keeps
+
+
+def rank_file_name(tp_rank: int) -> str:
+    """NxDI's name for rank `tp_rank`'s file under `COMPILED/weights/`."""
+    return f"tp{tp_rank}_sharded_checkpoint.safetensors"
+
+
+def write_per_rank_files(
+    src: str | Path, dst: str | Path, *, tp_degree: int, ep_degree: int = 1, dtype: torch.dtype = torch.bfloat16
+) -> list[Path]:
+    """Write `dst/weights/tp{r}_sharded_checkpoint.safetensors` for r < tp_degree; returns their paths.
+
+    `dst` is the NxDI compiled-model directory (`model.pt`, `neuron_config.json` live next to `weights/`);
+    `dtype` is the NeuronConfig `torch_dtype` the model is compiled with.
+    """
+    if tp_degree < 1:
+        raise ValueError(f"tp_degree must be >= 1, got {tp_degree}")
+    if ep_degree != 1:
+        raise ValueError(f"ep_degree={ep_degree}: expert-parallel rank files are not supported yet (only ep 1)")
+    out_dir = Path(dst) / WEIGHTS_DIR
+    with CheckpointReader(src) as reader:
+        cfg = reader.config()
+        hf_key = {key.removeprefix(HF_MODEL_PREFIX): key for key in reader}
+        check_sources(cfg, set(hf_key), f"checkpoint {src}")
+        read = _reader_source(reader, cfg, hf_key, dtype)
+        tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, lambda key: reader.shape(hf_key[key]))
+        plan = nxdi_shard_plan(cfg)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for rank in range(tp_degree):  # an earlier run's files must not mix with this run's if it fails
+            (out_dir / rank_file_name(rank)).unlink(missing_ok=True)
+        by_name = {tensor.name: tensor for tensor in tensors}
+        paths = []
+        for rank in range(tp_degree):
+            coord = MeshCoordinate(tp_rank=rank, tp_size=tp_degree)
+            ranges = {tensor.name: dim_ranges(tensor.shape, plan[tensor.name], coord) for tensor in tensors}
+            outputs = [OutputTensor(t.name, _range_shape(ranges[t.name]), t.dtype) for t in tensors]
+            path = out_dir / rank_file_name(rank)
+            write_shard(path, outputs, partial(_tensor_chunks, by_name, ranges, read))
+            paths.append(path)
+    return paths
+
+
+def _range_shape(ranges: Ranges) -> tuple[int, ...]:
+    return tuple(sum(end - start for start, end in dim) for dim in ranges)
+
+
+def _reader_source(
+    reader: CheckpointReader, cfg: ModelConfig, hf_key: dict[str, str], dtype: torch.dtype
+) -> SourceRead:
+    """Slices of the checkpoint's tensors by converted-style key, FP8 ones dequantized into `dtype`."""
+
+    def read(name: str, slices: tuple[slice, ...]) -> torch.Tensor:
+        key = hf_key[name]
+        scale = key + SCALE_SUFFIX
+        if scale not in reader:
+            return reader.get_slice(key, slices)
+        shape = reader.shape(key)
+        if len(shape) != 2 or len(slices) != 2:
+            raise ValueError(f"{key}: FP8 weight of shape {shape} read with {len(slices)} slices")
+        read_weight, read_scale = partial(reader.get_slice, key), partial(reader.get_slice, scale)
+        block = fp8_block(cfg, scale)
+        return dequantize_fp8_slice(read_weight, read_scale, (shape[0], shape[1]), block, *slices, out_dtype=dtype)
+
+    return read
+
+
+def _tensor_chunks(
+    by_name: dict[str, NeuronTensor], ranges: dict[str, Ranges], read: SourceRead, output: OutputTensor
+) -> Iterator[torch.Tensor]:
+    return _row_chunks(by_name[output.name], ranges[output.name], read)
+
+
+def _row_chunks(tensor: NeuronTensor, ranges: Ranges, read: SourceRead) -> Iterator[torch.Tensor]:
+    """A rank's slice of `tensor` as consecutive dim-0 blocks of about `CHUNK_BYTES` (fp32, full width)."""
+    row_bytes = 4 * math.prod(tensor.shape[1:])
+    step = max(1, CHUNK_BYTES // max(1, row_bytes))
+    for start, end in ranges[0]:
+        for r0 in range(start, end, step):
+            yield _box_values(tensor, [[(r0, min(r0 + step, end))], *ranges[1:]], read, ())
+
+
+def _box_values(tensor: NeuronTensor, ranges: Ranges, read: SourceRead, fixed: Box) -> torch.Tensor:
+    """The rank's pieces of every dim (several per dim where the plan has `parts` > 1), concatenated."""
+    dim = len(fixed)
+    if dim == len(ranges):
+        return convert_tensor(tensor, fixed, read)
+    return torch.cat([_box_values(tensor, ranges, read, (*fixed, piece)) for piece in ranges[dim]], dim=dim)
