@@ -30,7 +30,7 @@ def test_non_mtp_layout_equals_hf_checkpoint(changes: dict[str, object], tmp_pat
     ours = {name: spec.shape for name, spec in checkpoint_layout(cfg).items() if not spec.mtp}
     model.save_pretrained(tmp_path)
     with CheckpointReader(tmp_path) as saved:
-        assert {name: saved.shape(name) for name in saved.keys()} == ours
+        assert {name: saved.shape(name) for name in saved} == ours
     if transformers_major() < 5:
         assert {name: tuple(t.shape) for name, t in model.state_dict().items()} == ours
 

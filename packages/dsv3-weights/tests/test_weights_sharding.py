@@ -73,3 +73,5 @@ def test_stack_tensors_fuses_gate_up_per_expert() -> None:
     assert torch.equal(got, expected)
     down = stack_tensors(tensors.__getitem__, ["e.{e}.u"], range(4), concat_dim=1)
     assert torch.equal(down, torch.stack([tensors[f"e.{e}.u"] for e in range(4)]))
+
+

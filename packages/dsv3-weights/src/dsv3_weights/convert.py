@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -81,10 +81,10 @@ def _chunks(reader: CheckpointReader, job: _ShardJob, tensor: OutputTensor) -> I
         )
 
 
-def _run_shard(job: _ShardJob) -> tuple[str, str, int, int]:
+def _run_shard(job: _ShardJob, on_write: Callable[[int], None] | None = None) -> tuple[str, str, int, int]:
     """Write one output shard; returns (file name, sha256, bytes written, bytes read)."""
     with CheckpointReader(job.src) as reader:
-        digest, written = write_shard(job.path, job.tensors, lambda t: _chunks(reader, job, t))
+        digest, written = write_shard(job.path, job.tensors, lambda t: _chunks(reader, job, t), on_write)
         read = sum(reader.nbytes(t.name) for t in job.tensors)
         read += sum(reader.nbytes(scale_name(t.name)) for t in job.tensors if t.name in job.fp8_names and job.block)
     return job.path.name, digest, written, read
@@ -112,14 +112,12 @@ def _load_manifest(dst: Path, fingerprint: str) -> dict[str, dict[str, object]]:
     return dict(manifest["shards"])
 
 
-def _check_source(reader: CheckpointReader, mtp: MtpPolicy) -> None:
+def _check_source(reader: CheckpointReader) -> None:
     cfg = reader.config()
     problems = layout_problems(reader, cfg)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise CheckpointError(problems[0] + more)
-    if cfg.num_nextn_predict_layers == 0 and mtp == "drop":
-        raise ValueError("--mtp drop: the source has no MTP layer (num_nextn_predict_layers is 0)")
 
 
 def _plan(reader: CheckpointReader, dtype: torch.dtype, mtp: MtpPolicy) -> tuple[list[OutputTensor], frozenset[str]]:
@@ -135,16 +133,17 @@ def _plan(reader: CheckpointReader, dtype: torch.dtype, mtp: MtpPolicy) -> tuple
 def _run_jobs(
     jobs: Sequence[_ShardJob], workers: int, manifest: dict, dst: Path, fingerprint: str, bar: Progress
 ) -> None:
-    def finished(result: tuple[str, str, int, int]) -> None:
+    def finished(result: tuple[str, str, int, int], counted: bool) -> None:
         name, digest, written, read = result
         manifest[name] = {"sha256": digest, "bytes": written}
         write_json_atomic(dst / MANIFEST_NAME, {"fingerprint": fingerprint, "shards": manifest})
         bar.read(read)
-        bar.wrote(written)
+        if not counted:
+            bar.wrote(written)
 
-    if workers <= 1:
+    if workers <= 1:  # progress per chunk
         for job in jobs:
-            finished(_run_shard(job))
+            finished(_run_shard(job, bar.wrote), counted=True)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         pending = {pool.submit(_run_shard, job) for job in jobs}
@@ -154,7 +153,7 @@ def _run_jobs(
                 if future.exception() is not None:
                     for other in pending:
                         other.cancel()
-                finished(future.result())
+                finished(future.result(), counted=False)
 
 
 def convert_checkpoint(
@@ -172,7 +171,7 @@ def convert_checkpoint(
     if dtype not in _DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {sorted(map(str, _DTYPE_NAMES))}, got {dtype}")
     with CheckpointReader(src) as reader:
-        _check_source(reader, mtp)
+        _check_source(reader)
         cfg = reader.config()
         tensors, fp8_names = _plan(reader, dtype, mtp)
         fingerprint = _fingerprint(reader, dtype, mtp, max_shard_bytes)

@@ -32,7 +32,7 @@ def split_ranges(size: int, split: Split, coord: MeshCoordinate) -> list[tuple[i
     return [(p * part + rank * width, p * part + (rank + 1) * width) for p in range(split.parts)]
 
 
-def _dim_ranges(shape: Sequence[int], placement: Placement, coord: MeshCoordinate) -> list[list[tuple[int, int]]]:
+def dim_ranges(shape: Sequence[int], placement: Placement, coord: MeshCoordinate) -> list[list[tuple[int, int]]]:
     """Per dimension, the ranges kept (the whole dimension when no split names it)."""
     ranges: list[list[tuple[int, int]]] = [[(0, size)] for size in shape]
     for split in placement:
@@ -47,7 +47,7 @@ def _dim_ranges(shape: Sequence[int], placement: Placement, coord: MeshCoordinat
 def shard_tensor(tensor: torch.Tensor, placement: Placement, coord: MeshCoordinate) -> torch.Tensor:
     """The part of `tensor` that rank `coord` holds (a contiguous copy; `tensor` itself if replicated)."""
     out = tensor
-    for dim, ranges in enumerate(_dim_ranges(tensor.shape, placement, coord)):
+    for dim, ranges in enumerate(dim_ranges(tensor.shape, placement, coord)):
         if ranges != [(0, tensor.shape[dim])]:
             out = torch.cat([out.narrow(dim, start, end - start) for start, end in ranges], dim=dim)
     return out.contiguous()
@@ -71,7 +71,7 @@ def shard_fp8_tensor(
     Returns `(fp8 weight, its weight_scale_inv)` when every cut is block-aligned, else
     `(dequantized out_dtype weight, None)` computed from only the blocks touched.
     """
-    row_ranges, col_ranges = _dim_ranges(shape, placement, coord)
+    row_ranges, col_ranges = dim_ranges(shape, placement, coord)
     if _aligned(row_ranges, block[0], shape[0]) and _aligned(col_ranges, block[1], shape[1]):
         weight = _gather(lambda r, c: read_weight((slice(*r), slice(*c))), row_ranges, col_ranges)
         scale_rows = [(s // block[0], -(-e // block[0])) for s, e in row_ranges]

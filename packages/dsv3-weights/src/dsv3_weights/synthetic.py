@@ -125,8 +125,7 @@ def make_checkpoint(
     source = _RandomTensors(layout, seed, block)
     with Progress("make-checkpoint", sum(t.nbytes for t in tensors), enabled=progress) as bar:
         for i, shard in enumerate(shards):
-            _, nbytes = write_shard(dst / shard_file_name(i, len(shards)), shard, source)
-            bar.wrote(nbytes)
+            write_shard(dst / shard_file_name(i, len(shards)), shard, source, on_write=bar.wrote)
     write_index(dst, shards)
     write_json_atomic(dst / "config.json", cfg.replace(quantization_config=quant).to_hf())
     return dst

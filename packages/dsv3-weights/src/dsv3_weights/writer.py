@@ -63,8 +63,9 @@ def shard_file_name(index: int, count: int) -> str:
 class _OverlappedWriter:
     """Writes (and hashes) one chunk on a thread while the caller computes the next; order is kept."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, on_write: Callable[[int], None] | None) -> None:
         self._f = f
+        self._on_write = on_write
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._pending: Future[int] | None = None
         self.hasher = hashlib.sha256()
@@ -83,24 +84,33 @@ class _OverlappedWriter:
 
     def flush(self) -> None:
         if self._pending is not None:
-            self.written += self._pending.result()
+            nbytes = self._pending.result()
+            self.written += nbytes
             self._pending = None
+            if self._on_write is not None:
+                self._on_write(nbytes)
 
     def close(self) -> None:
         self.flush()
         self._pool.shutdown()
 
 
-def write_shard(path: Path, tensors: Sequence[OutputTensor], chunks: ChunkSource) -> tuple[str, int]:
+def write_shard(
+    path: Path,
+    tensors: Sequence[OutputTensor],
+    chunks: ChunkSource,
+    on_write: Callable[[int], None] | None = None,
+) -> tuple[str, int]:
     """Write a safetensors file from row chunks via `path.tmp` + rename; returns (sha256 hex, bytes).
 
+    `on_write(nbytes)` is called in the caller's thread after each chunk is written (progress bars).
     On any error the temporary file is removed and nothing exists under `path`'s name from this call.
     """
     tmp = path.with_name(path.name + TMP_SUFFIX)
     done = False
     try:
         with tmp.open("wb") as f:
-            writer = _OverlappedWriter(f)
+            writer = _OverlappedWriter(f, on_write)
             try:
                 head = header_bytes((t.name, t.dtype, t.shape) for t in tensors)
                 writer.put(torch.frombuffer(bytearray(head), dtype=torch.uint8))
