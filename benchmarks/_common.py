@@ -64,3 +64,23 @@ def write_records(path: Path | None, records: list[dict[str, Any]]) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(records, indent=1))
         tmp.replace(path)
+
+
+def big_expert_fp8_config(moe_layers: int, experts: int) -> Any:
+    """Experts of 3 x 1024 x 2048 FP8 (6.3 MB each) dominate: size ~ moe_layers x experts x 6.3 MB."""
+    from dsv3_config import Fp8BlockQuantization, preset
+
+    return preset("tiny").replace(
+        hidden_size=1024,
+        intermediate_size=4096,
+        moe_intermediate_size=2048,
+        n_routed_experts=experts,
+        n_group=1,
+        topk_group=1,
+        num_experts_per_tok=4,
+        num_hidden_layers=moe_layers + 1,
+        first_k_dense_replace=1,
+        num_nextn_predict_layers=0,
+        vocab_size=8000,
+        quantization_config=Fp8BlockQuantization(quant_method="fp8"),
+    )

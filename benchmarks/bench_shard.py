@@ -33,6 +33,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import big_expert_fp8_config as bench_config
 from _common import record, write_records
 
 BENCH = "shard"
@@ -41,26 +42,6 @@ MIB = 1024**2
 TP = 2
 IMPLS = ("dsv3_shard", "nxdi_in_memory")
 RSS_BAR = 1.5 * 1024**3
-
-
-def bench_config(moe_layers: int, experts: int) -> Any:
-    """Experts of 3 x 1024 x 2048 FP8 (6.3 MB each) dominate: size ~ moe_layers x experts x 6.3 MB."""
-    from dsv3_config import Fp8BlockQuantization, preset
-
-    return preset("tiny").replace(
-        hidden_size=1024,
-        intermediate_size=4096,
-        moe_intermediate_size=2048,
-        n_routed_experts=experts,
-        n_group=1,
-        topk_group=1,
-        num_experts_per_tok=4,
-        num_hidden_layers=moe_layers + 1,
-        first_k_dense_replace=1,
-        num_nextn_predict_layers=0,
-        vocab_size=8000,
-        quantization_config=Fp8BlockQuantization(quant_method="fp8"),
-    )
 
 
 # ---- the jobs (run inside a child process) -----------------------------------------------------------
