@@ -17,6 +17,7 @@ pip's configuration, so the folder is passed on (`UV_FIND_LINKS`) with the exact
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,7 @@ def demo(session: nox.Session) -> None:
     """Synthetic FP8 tiny checkpoint -> BF16 conversion -> generation -> verification against HF."""
     _install(session, *PACKAGES, "transformers")
     work = Path(session.create_tmp()) / "demo"
+    shutil.rmtree(work, ignore_errors=True)  # each demo starts from nothing
     session.run("dsv3", "demo", "--workdir", str(work), *session.posargs)
 
 
