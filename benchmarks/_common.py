@@ -84,3 +84,18 @@ def big_expert_fp8_config(moe_layers: int, experts: int) -> Any:
         vocab_size=8000,
         quantization_config=Fp8BlockQuantization(quant_method="fp8"),
     )
+
+
+def interleaved_medians(steps: dict[str, Callable[[], object]], *, warmup: int, reps: int) -> dict[str, float]:
+    """Median seconds per step, the implementations taking turns so that a noisy neighbour on a shared
+    host slows them alike and the ratios stay meaningful."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(reps):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}

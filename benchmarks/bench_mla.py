@@ -16,36 +16,19 @@ ctx + 1 keys. Median of repeated timings after warmup, the implementations takin
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
-from _common import measured_read_bandwidth, median_seconds, record, write_records
+from _common import interleaved_medians, measured_read_bandwidth, median_seconds, record, write_records
 
 from dsv3_config import ModelConfig, preset
 from dsv3_mla import LatentCache, MultiHeadLatentAttention
 from dsv3_testing.hf_attention import HfAttentionRunner, hf_attention
 
 BENCH = "mla"
-
-
-def interleaved_medians(steps: dict[str, Callable[[], object]], *, warmup: int, reps: int) -> dict[str, float]:
-    """Median seconds per step, the implementations taking turns so that a noisy neighbour on a shared
-    host slows them alike and the ratios stay meaningful."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(reps):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def gemv_bandwidth(num_bytes: int = 256 * 2**20) -> float:

@@ -22,13 +22,13 @@ import argparse
 import json
 import os
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
+from _common import interleaved_medians
 
 from dsv3_config import preset
 from dsv3_moe import DeepseekMoE, GroupedExperts, GroupLimitedRouter, SwiGLUMLP, load_hf_moe_state_dict
@@ -36,19 +36,6 @@ from dsv3_testing.hf_moe import hf_moe_block
 
 BENCH = "moe"
 POOL = 8  # distinct inputs cycled through per case
-
-
-def interleaved_medians(steps: dict[str, Callable[[], object]], *, warmup: int, reps: int) -> dict[str, float]:
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(reps):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def cycling(module: torch.nn.Module, inputs: list[torch.Tensor]) -> Callable[[], object]:
