@@ -31,7 +31,7 @@ import transformers
 from _common import interleaved_medians
 
 from dsv3_config import preset
-from dsv3_moe import DeepseekMoE, GroupedExperts, GroupLimitedRouter, SwiGLUMLP, load_hf_moe_state_dict
+from dsv3_moe import DeepseekMoE, build_deepseek_moe, load_hf_moe_state_dict
 from dsv3_testing.hf_moe import hf_moe_block
 
 BENCH = "moe"
@@ -85,11 +85,7 @@ def hf_implementations(cfg: Any) -> dict[str, Any]:
 def run(token_counts: list[int], warmup: int, reps: int) -> list[dict[str, Any]]:
     cfg = preset("medium")
     impls = hf_implementations(cfg)
-    ours = DeepseekMoE(
-        router=GroupLimitedRouter(cfg),
-        experts=GroupedExperts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size),
-        shared_experts=SwiGLUMLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts),
-    ).eval()
+    ours = build_deepseek_moe(cfg).eval()
     load_hf_moe_state_dict(ours, impls["transformers"].state_dict(), cfg)
     records: list[dict[str, Any]] = []
     bandwidth = gemv_bandwidth(cfg.hidden_size, 2 * cfg.moe_intermediate_size)

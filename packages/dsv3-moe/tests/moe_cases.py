@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from dsv3_config import ModelConfig, preset
-from dsv3_moe import DeepseekMoE, GroupedExperts, GroupLimitedRouter, SwiGLUMLP
+from dsv3_moe import DeepseekMoE, build_deepseek_moe
 
 TINY = preset("tiny")
 _V2 = {"model_type": "deepseek_v2", "scoring_func": "softmax", "norm_topk_prob": False}
@@ -43,14 +43,7 @@ CONFIGS: dict[str, ModelConfig] = {
 
 
 def build_moe(cfg: ModelConfig) -> DeepseekMoE:
-    shared = (
-        SwiGLUMLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts) if cfg.n_shared_experts else None
-    )
-    return DeepseekMoE(
-        router=GroupLimitedRouter(cfg),
-        experts=GroupedExperts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size),
-        shared_experts=shared,
-    ).eval()
+    return build_deepseek_moe(cfg).eval()
 
 
 def random_hidden(cfg: ModelConfig, *, seed: int, shape: tuple[int, ...] = (2, 7)) -> torch.Tensor:

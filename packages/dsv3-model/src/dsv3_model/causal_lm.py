@@ -20,21 +20,14 @@ from torch import nn
 from dsv3_config import LayerKind, ModelConfig
 from dsv3_mla import LatentCache, MultiHeadLatentAttention, RMSNorm
 from dsv3_model.decoder_layer import DecoderLayer, MultiTokenPredictionLayer
-from dsv3_moe import DeepseekMoE, GroupedExperts, GroupLimitedRouter, SwiGLUMLP
+from dsv3_moe import SwiGLUMLP, build_deepseek_moe
 
 
 def build_mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
     """The dense SwiGLU MLP or the DeepseekMoE block that `cfg.layer_kind(layer_idx)` asks for."""
     if cfg.layer_kind(layer_idx) is LayerKind.DENSE:
         return SwiGLUMLP(cfg.hidden_size, cfg.intermediate_size)
-    shared = (
-        SwiGLUMLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts) if cfg.n_shared_experts else None
-    )
-    return DeepseekMoE(
-        router=GroupLimitedRouter(cfg),
-        experts=GroupedExperts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size),
-        shared_experts=shared,
-    )
+    return build_deepseek_moe(cfg)
 
 
 class DeepseekModel(nn.Module):

@@ -4,7 +4,7 @@ the stacking of HF's per-expert tensors as data."""
 
 from dsv3_moe.experts import GroupedExperts, grouped_swiglu
 from dsv3_moe.mlp import LinearFactory, SwiGLUMLP, default_linear_factory
-from dsv3_moe.moe import DeepseekMoE
+from dsv3_moe.moe import DeepseekMoE, build_deepseek_moe
 from dsv3_moe.router import GroupLimitedRouter
 from dsv3_moe.routing import NORM_EPS, RoutingParams, route
 from dsv3_moe.shard_plan import mlp_shard_plan, moe_shard_plan
@@ -19,6 +19,7 @@ __all__ = [
     "LinearFactory",
     "RoutingParams",
     "SwiGLUMLP",
+    "build_deepseek_moe",
     "default_linear_factory",
     "expert_stacking_rules",
     "grouped_swiglu",

@@ -17,6 +17,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dsv3_config import ModelConfig
+from dsv3_moe.experts import GroupedExperts
+from dsv3_moe.mlp import SwiGLUMLP
+from dsv3_moe.router import GroupLimitedRouter
+
 
 class DeepseekMoE(nn.Module):
     """`router(x_TH) -> (idx_TK, weight_TK)`; `experts(x_TH, idx_TK, weight_TK) -> y_TH`; `shared(x) -> y`."""
@@ -34,3 +39,16 @@ class DeepseekMoE(nn.Module):
         if self.shared_experts is not None:
             out_TH = out_TH + self.shared_experts(hidden_TH)
         return out_TH.view(hidden.shape)
+
+
+def build_deepseek_moe(cfg: ModelConfig) -> DeepseekMoE:
+    """The plain single-device MoE block a config describes: router, all routed experts, and the shared
+    experts as one SwiGLU of width `moe_intermediate_size * n_shared_experts` (none when that is 0)."""
+    shared = (
+        SwiGLUMLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts) if cfg.n_shared_experts else None
+    )
+    return DeepseekMoE(
+        router=GroupLimitedRouter(cfg),
+        experts=GroupedExperts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size),
+        shared_experts=shared,
+    )
