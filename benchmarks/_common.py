@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,38 @@ def interleaved_medians(steps: dict[str, Callable[[], object]], *, warmup: int, 
             step()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+@dataclass(frozen=True)
+class GuardedRun:
+    """A child benchmark's last stdout line (JSON), its polled peak RSS, and whether the guard stopped it."""
+
+    result: dict[str, Any] | None
+    polled_peak_rss: int
+    stopped: bool
+
+
+def run_with_rss_guard(cmd: list[str], guard_bytes: int) -> GuardedRun:
+    """Run `cmd` (2 threads), polling its RSS every 50 ms and killing it past `guard_bytes` so a
+    load-everything competitor cannot take the machine down. Raises if it fails on its own."""
+    import psutil
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    proc = psutil.Process(child.pid)
+    polled, stopped = 0, False
+    while child.poll() is None:
+        try:
+            polled = max(polled, proc.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        if polled > guard_bytes:
+            child.kill()
+            stopped = True
+        time.sleep(0.05)
+    out, _ = child.communicate()
+    if stopped:
+        return GuardedRun(None, polled, True)
+    if child.returncode != 0:
+        raise RuntimeError(f"{cmd[2:4]} failed with exit code {child.returncode}")
+    return GuardedRun(json.loads(out.strip().splitlines()[-1]), polled, False)

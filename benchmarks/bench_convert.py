@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import big_expert_fp8_config as bench_config
-from _common import record, write_records
+from _common import record, run_with_rss_guard, write_records
 
 BENCH = "convert"
 ROOT = Path(__file__).resolve().parent.parent / ".bench" / "convert"
@@ -129,28 +128,14 @@ def run_child(impl: str, src: Path, dst: Path, out_bytes: int) -> None:
 def measure(impl: str, src: Path, out_bytes: int, guard_bytes: int) -> dict[str, float]:
     dst = src.parent / f"out-{impl}"
     shutil.rmtree(dst, ignore_errors=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    cmd = [sys.executable, __file__, "--child", impl, str(src), str(dst), str(out_bytes)]
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    proc = psutil.Process(child.pid)
-    polled, stopped = 0, False
-    while child.poll() is None:
-        try:
-            polled = max(polled, proc.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        if polled > guard_bytes:
-            child.kill()
-            stopped = True
-        time.sleep(0.05)
-    out, _ = child.communicate()
+    run = run_with_rss_guard(
+        [sys.executable, __file__, "--child", impl, str(src), str(dst), str(out_bytes)], guard_bytes
+    )
     shutil.rmtree(dst, ignore_errors=True)
-    if stopped:
+    if run.result is None:
         return {"seconds": float("nan"), "peak_rss": float(guard_bytes), "stopped": 1.0}
-    if child.returncode != 0:
-        raise RuntimeError(f"{impl} failed with exit code {child.returncode}")
-    result = json.loads(out.strip().splitlines()[-1])
-    return {"seconds": result["seconds"], "peak_rss": float(max(result["peak_rss"], polled)), "stopped": 0.0}
+    peak = float(max(run.result["peak_rss"], run.polled_peak_rss))
+    return {"seconds": run.result["seconds"], "peak_rss": peak, "stopped": 0.0}
 
 
 def expected_out_bytes(src: Path) -> int:
