@@ -26,6 +26,7 @@ from _common import interleaved_medians, measured_read_bandwidth, median_seconds
 
 from dsv3_config import ModelConfig, preset
 from dsv3_mla import LatentCache, MultiHeadLatentAttention
+from dsv3_moe import default_linear_factory
 from dsv3_testing.hf_attention import HfAttentionRunner, hf_attention
 
 BENCH = "mla"
@@ -99,7 +100,8 @@ def run(cfg: ModelConfig, contexts: list[int], warmup: int, reps: int) -> list[d
         attn = hf_attention(cfg, seed=0)
         attn.config._attn_implementation = implementation
         impls[f"hf-{implementation}"] = attn
-    ours = MultiHeadLatentAttention(cfg)
+    # the projections dsv3-model injects (FewRowLinear: a decode step streams each weight on every core)
+    ours = MultiHeadLatentAttention(cfg, linear_factory=default_linear_factory)
     ours.load_state_dict(impls["hf-eager"].state_dict(), strict=True)
     ours.eval()
     with torch.no_grad():

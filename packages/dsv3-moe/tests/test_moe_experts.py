@@ -13,23 +13,23 @@ import torch
 import torch.nn.functional as F
 
 from dsv3_moe import GroupedExperts
-from dsv3_moe.experts import _grouped_mm_applies
+from dsv3_moe.experts import _decode_sized, _grouped_mm_applies
 
 E, H, INTER, K, T = 8, 16, 12, 3, 10
 
 
-def make_inputs(seed: int) -> tuple[GroupedExperts, torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_inputs(seed: int, tokens: int = T) -> tuple[GroupedExperts, torch.Tensor, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
     experts = GroupedExperts(E, H, INTER)
-    hidden = torch.randn(T, H)
-    idx = torch.stack([torch.randperm(E)[:K] for _ in range(T)])
-    weight = torch.rand(T, K)
+    hidden = torch.randn(tokens, H)
+    idx = torch.stack([torch.randperm(E)[:K] for _ in range(tokens)])
+    weight = torch.rand(tokens, K)
     return experts, hidden, idx, weight
 
 
 def closed_form(experts: GroupedExperts, hidden: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros(T, H)
-    for t in range(T):
+    out = torch.zeros(hidden.shape[0], H)
+    for t in range(hidden.shape[0]):
         for k in range(K):
             e = int(idx[t, k])
             gate, up = experts.gate_up_proj[e, :INTER], experts.gate_up_proj[e, INTER:]
@@ -38,27 +38,34 @@ def closed_form(experts: GroupedExperts, hidden: torch.Tensor, idx: torch.Tensor
 
 
 def run_path(path: str, experts: GroupedExperts, *args: torch.Tensor) -> torch.Tensor:
-    """`grouped_mm`: inference (no grad), two `F.grouped_mm` calls; `loop`: with autograd, the active loop."""
-    if path == "grouped_mm":
-        if not hasattr(F, "grouped_mm"):
-            pytest.skip("this torch has no F.grouped_mm; the loop path is the one in use")
+    """`grouped_mm`: inference (no grad) over many rows per expert, two `F.grouped_mm` calls; `decode`:
+    inference over few rows per expert, the active loop of `few_row_linear` products; `loop`: with
+    autograd, the active loop of `F.linear`."""
+    hidden, idx = args[0], args[1]
+    sorted_expert = idx.reshape(-1).sort(stable=True).values
+    if path in ("grouped_mm", "decode"):
         with torch.no_grad():
-            assert _grouped_mm_applies(args[0], experts.gate_up_proj, experts.down_proj)
+            assert _decode_sized(sorted_expert, hidden) == (path == "decode")
+            if path == "grouped_mm":
+                if not hasattr(F, "grouped_mm"):
+                    pytest.skip("this torch has no F.grouped_mm; the loop path is the one in use")
+                assert _grouped_mm_applies(hidden, experts.gate_up_proj, experts.down_proj)
             return experts(*args)
     with torch.enable_grad():
         assert not _grouped_mm_applies(args[0], experts.gate_up_proj, experts.down_proj)
         return experts(*args).detach()
 
 
-PATHS = ["grouped_mm", "loop"]
+PATHS = ["grouped_mm", "decode", "loop"]
+TOKENS = {"grouped_mm": 4 * T, "decode": 2, "loop": T}  # 15, 1 and 3.75 rows per expert
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_matches_closed_form(path: str) -> None:
-    experts, hidden, idx, weight = make_inputs(0)
+    experts, hidden, idx, weight = make_inputs(0, TOKENS[path])
     with torch.no_grad():
         want = closed_form(experts, hidden, idx, weight)
-    assert float(want.abs().max()) > 0.3
+    assert float(want.abs().max()) > 0.2
     torch.testing.assert_close(run_path(path, experts, hidden, idx, weight), want, rtol=0, atol=1e-5)
 
 
@@ -66,7 +73,7 @@ def test_matches_closed_form(path: str) -> None:
 def test_idle_experts_are_never_computed(path: str) -> None:
     """Idle experts' weights are NaN: any dense or all-expert computation (even times a zero weight) would
     leak NaN into the output."""
-    experts, hidden, idx, weight = make_inputs(1)
+    experts, hidden, idx, weight = make_inputs(1, TOKENS[path])
     idx = idx % 4  # only experts 0..3 are used (duplicates within a token are fine for the math)
     with torch.no_grad():
         want = closed_form(experts, hidden, idx, weight)

@@ -88,7 +88,7 @@ def absorbed_attention(
     [H, n + v, c]. The softmax scale is folded into the (small) query instead of the scores.
     Layout choices are measured (benchmarks/bench_mla.py): the scores are one `[T, C] @ [C, S*H]`
     matmul per row (the long cache axis as M suits the BLAS best), transposed once to `[S*H, T]`; the
-    weighted sum is `c_kv^T @ probs^T`.
+    weighted sum is `probs @ c_kv` (measured 1.45x faster at 8K than `c_kv^T @ probs^T`).
     """
     batch, seq, heads, n = q_nope_BSHn.shape
     c = w_kv_b_HXc.shape[-1]
@@ -99,9 +99,8 @@ def absorbed_attention(
     q_BRC = (torch.cat([q_lat_BSHc, q_pe_BSHr], dim=-1) * scale).reshape(batch, seq * heads, -1)
     scores_BSHT = torch.bmm(kv_BTC, q_BRC.transpose(1, 2)).transpose(1, 2).reshape(batch, seq, heads, -1)
     probs_BRT = masked_softmax(scores_BSHT, visible_BST[:, :, None], 1.0).view(batch, seq * heads, -1)
-    # (c_kv^T @ probs^T)^T: the cache as the transposed left operand streams faster than as the right one.
-    o_lat_BcR = torch.bmm(kv_BTC[..., :c].transpose(1, 2), probs_BRT.transpose(1, 2))
+    o_lat_BRc = torch.bmm(probs_BRT, kv_BTC[..., :c])
     # o[h] = o_lat[h] @ W_UV[h]^T, again batched over heads.
-    o_lat_HMc = o_lat_BcR.view(batch, c, seq, heads).permute(3, 0, 2, 1).reshape(heads, batch * seq, c)
+    o_lat_HMc = o_lat_BRc.view(batch, seq, heads, c).permute(2, 0, 1, 3).reshape(heads, batch * seq, c)
     o_HMv = torch.bmm(o_lat_HMc, w_uv_Hvc.transpose(1, 2))
     return o_HMv.view(heads, batch, seq, -1).permute(1, 2, 0, 3)

@@ -20,7 +20,13 @@ from torch import nn
 from dsv3_config import LayerKind, ModelConfig
 from dsv3_mla import LatentCache, MultiHeadLatentAttention, RMSNorm
 from dsv3_model.decoder_layer import DecoderLayer, MultiTokenPredictionLayer
-from dsv3_moe import SwiGLUMLP, build_deepseek_moe
+from dsv3_moe import FewRowLinear, SwiGLUMLP, build_deepseek_moe, default_linear_factory
+
+
+def build_attention(cfg: ModelConfig) -> MultiHeadLatentAttention:
+    """MLA over `FewRowLinear` projections (dsv3-moe's default factory, the one the MLPs use), so a decode
+    step streams the attention weights on every core too."""
+    return MultiHeadLatentAttention(cfg, linear_factory=default_linear_factory)
 
 
 def build_mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
@@ -35,12 +41,12 @@ class DeepseekModel(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         layers: list[nn.Module] = [
-            DecoderLayer(cfg, self_attn=MultiHeadLatentAttention(cfg), mlp=build_mlp(cfg, i))
+            DecoderLayer(cfg, self_attn=build_attention(cfg), mlp=build_mlp(cfg, i))
             for i in range(cfg.num_hidden_layers)
         ]
         if include_mtp:
             layers += [
-                MultiTokenPredictionLayer(cfg, self_attn=MultiHeadLatentAttention(cfg), mlp=build_mlp(cfg, i))
+                MultiTokenPredictionLayer(cfg, self_attn=build_attention(cfg), mlp=build_mlp(cfg, i))
                 for i in range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_nextn_predict_layers)
             ]
         self.layers = nn.ModuleList(layers)
@@ -72,7 +78,7 @@ class DeepseekForCausalLM(nn.Module):
             raise ValueError("include_mtp=True but the config has num_nextn_predict_layers = 0")
         self.config = cfg
         self.model = DeepseekModel(cfg, include_mtp=include_mtp)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = FewRowLinear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 

@@ -16,14 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsv3_moe.few_row_linear import FewRowLinear
+
 
 class LinearFactory(Protocol):
     def __call__(self, name: str, in_features: int, out_features: int, bias: bool) -> nn.Module: ...
 
 
 def default_linear_factory(name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
-    """Plain, unsharded `nn.Linear` (single device)."""
-    return nn.Linear(in_features, out_features, bias=bias)
+    """Unsharded `FewRowLinear` (single device): `nn.Linear`'s parameters, decode-friendly products."""
+    return FewRowLinear(in_features, out_features, bias=bias)
 
 
 class SwiGLUMLP(nn.Module):
