@@ -112,3 +112,25 @@ def test_quantize_scales_are_block_amax_over_448_and_roundtrip() -> None:
     back = dequantize_fp8_blocks(fp8, scale, (16, 32), torch.float32)
     tolerance = weight.abs() * 2**-4 + functools.reduce(max, scale.flatten().tolist()) * 2**-9
     assert bool(((back - weight).abs() <= tolerance).all())
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_every_fp8_value_decodes_exactly(out_dtype: torch.dtype, with_nan: bool) -> None:
+    """Every byte pattern (±0, subnormals, normals up to ±448; NaN in the second case, which takes the
+    scalar cast) under scales from tiny to large: bit-identical to `fp8.float() * scale` rounded once."""
+    codes = torch.arange(256, dtype=torch.uint8)
+    if not with_nan:
+        codes = codes[(codes & 0x7F) != 0x7F]  # the 254 non-NaN patterns: the bit-moving decode
+    weight = codes.view(torch.float8_e4m3fn).repeat(4, 1)  # [4, 254 or 256]
+    scale = torch.tensor([[1.0, 3.0e-7], [7.5e-3, 2.0e30]])  # 2 x 128 blocks (the second partial)
+    got = dequantize_fp8_blocks(weight, scale, (2, 128), out_dtype)
+    want = loop_dequantize(weight, scale, (2, 128)).to(out_dtype)
+    assert int(got.isnan().sum()) == (8 if with_nan else 0)
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+def test_nan_free_decode_matches_the_scalar_cast_on_a_large_random_tensor() -> None:
+    weight, scale = random_fp8((300, 700), (128, 128), seed=3)
+    want = loop_dequantize(weight, scale, (128, 128)).to(torch.bfloat16)
+    assert torch.equal(dequantize_fp8_blocks(weight, scale, (128, 128)), want)
