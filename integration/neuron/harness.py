@@ -143,6 +143,17 @@ def prefill_last_logits(model: Any, input_ids_BS: torch.Tensor) -> torch.Tensor:
     return out.logits[:, -1].float()
 
 
+def hf_greedy_tokens(hf: Any, input_ids_BS: torch.Tensor) -> torch.Tensor:
+    """transformers' greedy generation over unpadded prompts: prompt plus NEW_TOKENS per row (the reference)."""
+    return hf.generate(
+        input_ids_BS,
+        attention_mask=torch.ones_like(input_ids_BS),
+        max_new_tokens=NEW_TOKENS,
+        min_new_tokens=NEW_TOKENS,
+        do_sample=False,
+    )
+
+
 def greedy_tokens(
     model: Any, input_ids_BS: torch.Tensor, attention_mask_BS: torch.Tensor, new_tokens: int
 ) -> torch.Tensor:

@@ -28,16 +28,9 @@ def reference(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     checkpoint = tmp_path_factory.mktemp(request.param)
     hf = harness.save_hf_checkpoint(cfg, checkpoint)
     ids_BS = harness.prompt(cfg)
-    ones_BS = torch.ones_like(ids_BS)
     with torch.no_grad():
         logits_BV = hf(ids_BS).logits[:, -1]
-    tokens_BS = hf.generate(
-        ids_BS,
-        attention_mask=ones_BS,
-        max_new_tokens=harness.NEW_TOKENS,
-        min_new_tokens=harness.NEW_TOKENS,
-        do_sample=False,
-    )
+    tokens_BS = harness.hf_greedy_tokens(hf, ids_BS)
     return {
         "name": request.param,
         "cfg": cfg,
@@ -90,11 +83,5 @@ def test_tp1_batch_of_two_prompt_lengths(reference: dict[str, Any]) -> None:
     tokens_BS = harness.greedy_tokens(model, ids_BS, mask_BS, harness.NEW_TOKENS)
     for row, length in enumerate(lengths):
         alone_1S = ids_BS[row : row + 1, :length]
-        expected = reference["hf"].generate(
-            alone_1S,
-            attention_mask=torch.ones_like(alone_1S),
-            max_new_tokens=harness.NEW_TOKENS,
-            min_new_tokens=harness.NEW_TOKENS,
-            do_sample=False,
-        )
+        expected = harness.hf_greedy_tokens(reference["hf"], alone_1S)
         assert tokens_BS[row, harness.PROMPT_LEN :].tolist() == expected[0, length:].tolist(), f"row {row}"

@@ -19,12 +19,6 @@ def test_fp8_checkpoint_matches_dequantized_transformers(tmp_path: Path) -> None
     with torch.no_grad():
         expected_BV = hf(ids_BS).logits[:, -1]
     torch.testing.assert_close(harness.prefill_last_logits(model, ids_BS), expected_BV, atol=1e-4, rtol=0)
-    expected_BS = hf.generate(
-        ids_BS,
-        attention_mask=torch.ones_like(ids_BS),
-        max_new_tokens=harness.NEW_TOKENS,
-        min_new_tokens=harness.NEW_TOKENS,
-        do_sample=False,
-    )
+    expected_BS = harness.hf_greedy_tokens(hf, ids_BS)
     tokens_BS = harness.greedy_tokens(model, ids_BS, torch.ones_like(ids_BS), harness.NEW_TOKENS)
     assert tokens_BS.tolist() == expected_BS.tolist()

@@ -93,13 +93,7 @@ def test_loaded_from_dsv3_shard_matches_transformers(tiny: dict[str, Any]) -> No
     ids_BS = harness.prompt(tiny["cfg"])
     with torch.no_grad():
         expected_BV = tiny["hf"](ids_BS).logits[:, -1]
-    expected_BS = tiny["hf"].generate(
-        ids_BS,
-        attention_mask=torch.ones_like(ids_BS),
-        max_new_tokens=harness.NEW_TOKENS,
-        min_new_tokens=harness.NEW_TOKENS,
-        do_sample=False,
-    )
+    expected_BS = harness.hf_greedy_tokens(tiny["hf"], ids_BS)
     logits_BV = harness.prefill_last_logits(tiny["model"], ids_BS)
     torch.testing.assert_close(logits_BV, expected_BV, atol=DEVICE_LOGIT_TOL, rtol=0)
     tokens_BS = harness.greedy_tokens(tiny["model"], ids_BS, torch.ones_like(ids_BS), harness.NEW_TOKENS)

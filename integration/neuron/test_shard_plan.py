@@ -92,13 +92,7 @@ def test_tp2_model_runs_from_dsv3_shard_files(tmp_path: Path) -> None:
     ids_BS = harness.prompt(cfg)
     with torch.no_grad():
         expected_BV = hf(ids_BS).logits[:, -1]
-    expected_BS = hf.generate(
-        ids_BS,
-        attention_mask=torch.ones_like(ids_BS),
-        max_new_tokens=harness.NEW_TOKENS,
-        min_new_tokens=harness.NEW_TOKENS,
-        do_sample=False,
-    )
+    expected_BS = harness.hf_greedy_tokens(hf, ids_BS)
     rank0 = torch.load(out_file)
     torch.testing.assert_close(rank0["logits"], expected_BV, atol=1e-4, rtol=0)
     assert rank0["tokens"].tolist() == expected_BS.tolist()
