@@ -46,27 +46,40 @@ def _apply_scales(
 ) -> torch.Tensor:
     """`weight * scale` (or `/`) per column block, computed in fp32 and rounded once into `out_dtype`.
 
-    The last column block may be partial. Dequantization (FP8 in, `multiply`) goes through
-    `_scaled_fp8_rows` a few rows at a time; quantization uses `torch.mul/div(..., out=)`, which
-    computes in the inputs' common dtype (fp32) and casts on store.
+    The last column block may be partial. Rows go `INNER_CHUNK_BYTES` of fp32 at a time: an fp32 copy
+    (`_fp32_rows`), scaled in place, stored (cast) into the output.
     """
     num_rows, num_cols = weight_RN.shape
     out_RN = torch.empty((num_rows, num_cols), dtype=out_dtype)
-    if multiply and weight_RN.dtype == FP8_DTYPE:
-        step = max(1, INNER_CHUNK_BYTES // (4 * max(num_cols, 1)))
-        for r0 in range(0, num_rows, step):
-            r1 = min(r0 + step, num_rows)
-            out_RN[r0:r1] = _scaled_fp8_rows(weight_RN[r0:r1], scale_RGc[r0:r1], block_cols)
-        return out_RN
     full_cols = num_cols // block_cols * block_cols
-    op = torch.mul if multiply else torch.div
-    if full_cols:
-        blocks = full_cols // block_cols
-        full_RGB = weight_RN[:, :full_cols].float().view(num_rows, blocks, block_cols)
-        op(full_RGB, scale_RGc[:, :blocks, None], out=out_RN[:, :full_cols].view(num_rows, blocks, block_cols))
-    if full_cols < num_cols:
-        op(weight_RN[:, full_cols:].float(), scale_RGc[:, -1:], out=out_RN[:, full_cols:])
+    blocks = full_cols // block_cols
+    op_ = torch.Tensor.mul_ if multiply else torch.Tensor.div_
+    step = max(1, INNER_CHUNK_BYTES // (4 * max(num_cols, 1)))
+    for r0 in range(0, num_rows, step):
+        r1 = min(r0 + step, num_rows)
+        values_XN, scale_XGc = _fp32_rows(weight_RN[r0:r1], scale_RGc[r0:r1], multiply)
+        if full_cols:
+            op_(values_XN[:, :full_cols].view(r1 - r0, blocks, block_cols), scale_XGc[:, :blocks, None])
+        if full_cols < num_cols:
+            op_(values_XN[:, full_cols:], scale_XGc[:, -1:])
+        out_RN[r0:r1] = values_XN
     return out_RN
+
+
+def _fp32_rows(
+    weight_XN: torch.Tensor, scale_XGc: torch.Tensor, multiply: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh fp32 copy of the rows, and the scales to apply to it.
+
+    FP8 rows to be multiplied are decoded by `_fp8_as_fp16_over_256` with the scales times 2^8:
+    `(v / 2^8) * (s * 2^8)` is the same real number as `v * s` (both factors exact), rounded once, so the
+    result is bit-identical to `weight.float() * scale`. Anything else (and FP8 holding NaN) is cast.
+    """
+    if multiply and weight_XN.dtype == FP8_DTYPE:
+        fp16_XN = _fp8_as_fp16_over_256(weight_XN)
+        if fp16_XN is not None:
+            return fp16_XN.float(), scale_XGc * 256.0
+    return weight_XN.to(torch.float32, copy=True), scale_XGc
 
 
 def _fp8_as_fp16_over_256(weight_fp8: torch.Tensor) -> torch.Tensor | None:
@@ -86,24 +99,6 @@ def _fp8_as_fp16_over_256(weight_fp8: torch.Tensor) -> torch.Tensor | None:
     magnitude_RN <<= 7
     magnitude_RN |= signed_RN & -0x8000
     return magnitude_RN.view(torch.float16)
-
-
-def _scaled_fp8_rows(weight_RN: torch.Tensor, scale_RGc: torch.Tensor, block_cols: int) -> torch.Tensor:
-    """fp32 `weight * scale` per column block for a few FP8 rows, bit-identical to `weight.float() * scale`:
-    `(v / 2^8) * (s * 2^8)` is the same real number as `v * s` (both factors exact), rounded once."""
-    num_rows, num_cols = weight_RN.shape
-    fp16_RN = _fp8_as_fp16_over_256(weight_RN)
-    if fp16_RN is None:  # NaN present: let the scalar cast carry it through
-        values_RN, scale_RGc = weight_RN.float(), scale_RGc
-    else:
-        values_RN, scale_RGc = fp16_RN.float(), scale_RGc * 256.0
-    full_cols = num_cols // block_cols * block_cols
-    if full_cols:
-        blocks = full_cols // block_cols
-        values_RN[:, :full_cols].view(num_rows, blocks, block_cols).mul_(scale_RGc[:, :blocks, None])
-    if full_cols < num_cols:
-        values_RN[:, full_cols:].mul_(scale_RGc[:, -1:])
-    return values_RN
 
 
 def _check_grid(weight_MN: torch.Tensor, scale_GrGc: torch.Tensor, block: tuple[int, int]) -> None:
