@@ -4,7 +4,7 @@ Why: a decode step multiplies one token's activations by every weight matrix onc
 how fast the weights are read. On CPU, `F.linear` with one fp32 row becomes a single BLAS GEMV that
 runs on one thread: measured on the 2-core dev machine (Zen 4), a [512, 1024] fp32 expert projection
 read from DRAM streams at ~16 GB/s, the whole-model decode step at medium size spends most of its time
-there. Viewing W's rows as `chunks` blocks and computing `bmm(W_blocks, x^T)` lets ATen parallelize
+there. Viewing W's rows as G blocks and computing `bmm(W_blocks, x^T)` lets ATen parallelize
 over the blocks: 28-44 GB/s for the same matrices (benchmarks/bench_model.py shows the model-level
 effect). bf16 products are left to `F.linear` (oneDNN's bf16 GEMV beats the blocked bmm there).
 
