@@ -57,9 +57,8 @@ def job_nxdi_in_memory(src: Path, dst: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from dsv3_config import MeshCoordinate
     from dsv3_model.neuron.per_rank_files import WEIGHTS_DIR, rank_file_name
-    from dsv3_model.neuron.shard_plan import nxdi_shard_plan
+    from dsv3_model.neuron.shard_plan import NxdiRanks, nxdi_shard_plan
     from dsv3_model.neuron.state_dict import convert_state_dict
     from dsv3_weights import CheckpointReader
     from dsv3_weights.sharding import shard_tensor
@@ -72,8 +71,8 @@ def job_nxdi_in_memory(src: Path, dst: Path) -> None:
     plan = nxdi_shard_plan(cfg)
     (dst / WEIGHTS_DIR).mkdir(parents=True)
     for rank in range(TP):  # NxD shard_checkpoint: a sharded copy per rank, then save_file
-        coord = MeshCoordinate(tp_rank=rank, tp_size=TP)
-        sharded = {key: shard_tensor(value, plan[key], coord) for key, value in converted.items()}
+        ranks = NxdiRanks(TP)
+        sharded = {key: shard_tensor(value, plan[key], ranks.coordinate(key, rank)) for key, value in converted.items()}
         save_file(sharded, str(dst / WEIGHTS_DIR / rank_file_name(rank)))
         del sharded
 

@@ -143,6 +143,27 @@ def prefill_last_logits(model: Any, input_ids_BS: torch.Tensor) -> torch.Tensor:
     return out.logits[:, -1].float()
 
 
+def torchrun(script: str, port: int, *args: str, ranks: int = 2) -> None:
+    """Run `script` (a worker next to this file) on `ranks` CPU processes under torchrun; fail with its stderr."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(ranks),
+        "--master-port",
+        str(port),
+        str(Path(__file__).parent / script),
+        *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+
+
 def hf_greedy_tokens(hf: Any, input_ids_BS: torch.Tensor) -> torch.Tensor:
     """transformers' greedy generation over unpadded prompts: prompt plus NEW_TOKENS per row (the reference)."""
     return hf.generate(

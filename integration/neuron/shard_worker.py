@@ -1,8 +1,10 @@
 """One rank of NxD's own checkpoint sharding at tp=N on CPU, started by the suite under `torchrun`.
 
-Usage: torchrun --nproc-per-node N shard_worker.py CHECKPOINT_DIR OUT_DIR DTYPE(fp32|bf16)
-Every rank builds `NeuronDsv3ForCausalLM` (parallel state needs all ranks); rank 0 loads the checkpoint
-through NxDI's loader for `torch_dtype` DTYPE (`checkpoint_loader_fn`: `model.` stripped,
+Usage: torchrun --nproc-per-node N shard_worker.py CHECKPOINT_DIR OUT_DIR DTYPE(fp32|bf16) [EP]
+With EP > 1 the model has NeuronConfig `moe_ep_degree` EP and `moe_tp_degree` N/EP (NxD's MoE groups built
+for gloo by `cpu_moe_groups`), so NxD's preshard hook adds `local_expert_indices` and `shard_children`
+keeps each rank's experts. Every rank builds `NeuronDsv3ForCausalLM` (parallel state needs all ranks);
+rank 0 loads the checkpoint through NxDI's loader for `torch_dtype` DTYPE (`checkpoint_loader_fn`: `model.` stripped,
 `convert_hf_to_neuron_state_dict`, and for non-fp32 dtypes NxDI's cast of every float) and writes NxD's
 `shard_checkpoint` output, `OUT_DIR/tp{rank}_sharded_checkpoint.safetensors`, the files NxDI's
 `save_sharded_checkpoint` produces.
@@ -27,13 +29,19 @@ import neuron_stand_ins
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def main(checkpoint: str, out_dir: str, dtype: str) -> None:
+def main(checkpoint: str, out_dir: str, dtype: str, ep: str = "1") -> None:
     neuron_stand_ins.install()
     import harness
     from neuronx_distributed.trace.functions import shard_checkpoint
 
     world = int(os.environ["WORLD_SIZE"])
-    model = harness.build_neuron_model(Path(checkpoint), tp_degree=world)
+    expert_parallel: dict[str, int] = {}
+    if int(ep) > 1:
+        import cpu_moe_groups
+
+        cpu_moe_groups.install()
+        expert_parallel = {"moe_ep_degree": int(ep), "moe_tp_degree": world // int(ep)}
+    model = harness.build_neuron_model(Path(checkpoint), tp_degree=world, **expert_parallel)
     model.neuron_config.torch_dtype = model.config.neuron_config.torch_dtype = DTYPES[dtype]
     if int(os.environ["RANK"]) == 0:
         state_dict = model.checkpoint_loader_fn()
@@ -43,4 +51,4 @@ def main(checkpoint: str, out_dir: str, dtype: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -53,6 +53,23 @@ def test_unsupported_neuron_options_are_refused(option: dict[str, bool]) -> None
         Dsv3InferenceConfig.from_model_config(harness.model_config("tiny"), neuron_config)
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"hybrid_sharding_config": {"moe_cte_ep_degree": 2}}, "hybrid_sharding_config"),
+        ({"moe_ep_degree": 2, "moe_tp_degree": 2}, "moe_ep_degree=2 x moe_tp_degree=2 must equal tp_degree=2"),
+        ({"moe_ep_degree": 3, "moe_tp_degree": 1, "tp_degree": 3}, "moe_ep_degree=3 does not divide n_routed_ex"),
+    ],
+)
+def test_inconsistent_expert_parallel_options_are_refused(option: dict[str, object], message: str) -> None:
+    from dsv3_model.neuron import Dsv3InferenceConfig, Dsv3NeuronConfig
+
+    settings: dict[str, object] = {"tp_degree": 2, "batch_size": 1, "seq_len": 32, "max_context_length": 32}
+    neuron_config = Dsv3NeuronConfig(**{**settings, **option}, on_cpu=True)
+    with pytest.raises(ValueError, match=message):
+        Dsv3InferenceConfig.from_model_config(harness.model_config("tiny"), neuron_config)
+
+
 def test_converted_checkpoint_covers_the_model_exactly(tmp_path: Path) -> None:
     """Every key `to_cpu()` loads is one the model has, and every model tensor except the KV cache is loaded."""
     from safetensors.torch import load_file

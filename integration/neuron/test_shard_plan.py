@@ -1,11 +1,12 @@
-"""`dsv3 shard --tp 2` writes what NxDI's own pre-sharding writes, and the model runs from those files.
+"""`dsv3 shard --tp 2 [--ep 2]` writes what NxDI's own pre-sharding writes, and the model runs from those files.
 
 1. Against NxD's `shard_checkpoint` (what NxDI's `save_sharded_checkpoint` calls), run on CPU under
    torchrun at tp=2 on the checkpoint as NxDI's `checkpoint_loader_fn` loads it: the same file names
    and, per rank, the same keys, dtypes and bits. Cases: the tiny preset and the V2-Lite-like config
    (fp32 HF checkpoints, `torch_dtype` fp32), and the tiny preset's FP8 block-quantized checkpoint
    sharded for `torch_dtype` bf16 (our per-slice dequantization + cast against NxDI's whole-tensor
-   dequantization + NxDI's cast).
+   dequantization + NxDI's cast); each without and with expert parallelism (moe_ep_degree 2: each
+   rank keeps half the experts plus NxD's `local_expert_indices`).
 2. Loading: NxDI's pre-sharded load (`load()` with `save_sharded_checkpoint`) needs a traced model on
    a Neuron host, so here each tp=2 rank of the CPU model has every weight set to NaN, loads its own
    `dsv3 shard` file (no missing key but the KV cache, no extra key), and must reproduce transformers'
@@ -14,8 +15,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import harness
@@ -23,36 +22,20 @@ import pytest
 import torch
 
 TP = 2
-HERE = Path(__file__).parent
 
 
-def _torchrun(script: str, port: int, *args: str) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        str(TP),
-        "--master-port",
-        str(port),
-        str(HERE / script),
-        *args,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
-def _dsv3_shard(checkpoint: Path, dst: Path, dtype: str) -> Path:
+def _dsv3_shard(checkpoint: Path, dst: Path, dtype: str, ep: int) -> Path:
     from dsv3_model.cli.main import main
 
-    assert main(["shard", str(checkpoint), str(dst), "--tp", str(TP), "--dtype", dtype]) == 0
+    assert main(["shard", str(checkpoint), str(dst), "--tp", str(TP), "--ep", str(ep), "--dtype", dtype]) == 0
     return dst / "weights"
 
 
+@pytest.mark.parametrize("ep", [1, 2])
 @pytest.mark.parametrize(
     ("name", "fp8", "dtype"), [("tiny", False, "fp32"), ("v2-lite-like", False, "fp32"), ("tiny", True, "bf16")]
 )
-def test_dsv3_shard_files_equal_nxd_shard_checkpoint(name: str, fp8: bool, dtype: str, tmp_path: Path) -> None:
+def test_dsv3_shard_files_equal_nxd_shard_checkpoint(name: str, fp8: bool, dtype: str, ep: int, tmp_path: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -61,16 +44,16 @@ def test_dsv3_shard_files_equal_nxd_shard_checkpoint(name: str, fp8: bool, dtype
     cfg = harness.model_config(name)
     checkpoint, nxd_dir = tmp_path / "hf", tmp_path / "nxd"
     (harness.save_fp8_checkpoint if fp8 else harness.save_hf_checkpoint)(cfg, checkpoint)
-    _torchrun("shard_worker.py", 29533, str(checkpoint), str(nxd_dir), dtype)
-    ours_dir = _dsv3_shard(checkpoint, tmp_path / "compiled", dtype)
+    harness.torchrun("shard_worker.py", 29533, str(checkpoint), str(nxd_dir), dtype, str(ep))
+    ours_dir = _dsv3_shard(checkpoint, tmp_path / "compiled", dtype, ep)
 
-    assert set(nxdi_shard_plan(cfg)) == set(expected_keys(cfg))
+    assert set(nxdi_shard_plan(cfg, ep)) == set(expected_keys(cfg, ep))
     assert sorted(p.name for p in ours_dir.iterdir()) == sorted(p.name for p in nxd_dir.iterdir())
     for rank in range(TP):
         file_name = f"tp{rank}_sharded_checkpoint.safetensors"
         nxd, ours = load_file(str(nxd_dir / file_name)), load_file(str(ours_dir / file_name))
         assert set(ours) == set(nxd), f"rank {rank}: {sorted(set(ours) ^ set(nxd))[:5]}"
-        assert set(ours) == set(expected_keys(cfg))
+        assert set(ours) == set(expected_keys(cfg, ep))
         for key, tensor in nxd.items():
             assert ours[key].dtype == tensor.dtype, f"rank {rank}: {key}"
             assert ours[key].shape == tensor.shape, f"rank {rank}: {key}"
@@ -81,15 +64,17 @@ def test_dsv3_shard_files_equal_nxd_shard_checkpoint(name: str, fp8: bool, dtype
             assert (f.metadata(), g.metadata()) == ({"format": "pt"}, None)
 
 
-def test_tp2_model_runs_from_dsv3_shard_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("ep", "batch"), [(1, 1), (2, 4)])  # ep 2: batch 4, see test_causal_lm_cpu
+def test_tp2_model_runs_from_dsv3_shard_files(ep: int, batch: int, tmp_path: Path) -> None:
     cfg = harness.model_config("tiny")
     checkpoint = tmp_path / "hf"
     hf = harness.save_hf_checkpoint(cfg, checkpoint)
-    rank_files = _dsv3_shard(checkpoint, tmp_path / "compiled", "fp32")
+    rank_files = _dsv3_shard(checkpoint, tmp_path / "compiled", "fp32", ep)
     out_file = tmp_path / "rank0.pt"
-    _torchrun("tp_worker.py", 29534, "tiny", str(checkpoint), str(out_file), str(rank_files))
+    args = ("tiny", str(checkpoint), str(out_file), "--rank-files", str(rank_files), "--ep", str(ep))
+    harness.torchrun("tp_worker.py", 29534, *args, "--batch", str(batch))
 
-    ids_BS = harness.prompt(cfg)
+    ids_BS = harness.prompt(cfg, batch)
     with torch.no_grad():
         expected_BV = hf(ids_BS).logits[:, -1]
     expected_BS = harness.hf_greedy_tokens(hf, ids_BS)

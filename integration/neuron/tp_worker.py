@@ -1,11 +1,17 @@
 """One rank of a tensor-parallel NxDI CPU run, started by the suite under `torchrun` (gloo, fp32).
 
-Usage: torchrun --nproc-per-node N tp_worker.py CONFIG CHECKPOINT_DIR OUT_FILE [RANK_FILES_DIR]
+Usage: torchrun --nproc-per-node N tp_worker.py CONFIG CHECKPOINT_DIR OUT_FILE [--rank-files DIR] [--ep M]
+                [--batch B]
 Every rank builds `NeuronDsv3ForCausalLM` at tp=N from the HF checkpoint and runs the same prefill
-and greedy generation (the collectives need all ranks); rank 0 saves the last-token prefill logits
-and the generated ids with `torch.save` for the test to compare with transformers.
+and greedy generation of B prompts (the collectives need all ranks); rank 0 saves the last-token prefill
+logits, the generated ids and the routed experts its first MoE layer holds (`local_experts`, the
+`spmd_rank.local_expert_indices` row; all experts without expert parallelism) with `torch.save` for the
+test to compare with transformers.
 
-With RANK_FILES_DIR (`dsv3 shard` output, `tp{rank}_sharded_checkpoint.safetensors`), each rank first
+With `--ep M` the routed experts are split over M expert-parallel groups of N/M ranks (NeuronConfig
+`moe_ep_degree` M, `moe_tp_degree` N/M), NxD's MoE groups built for gloo by `cpu_moe_groups`.
+
+With `--rank-files DIR` (`dsv3 shard` output, `tp{rank}_sharded_checkpoint.safetensors`), each rank first
 overwrites every weight of its model with NaN and then loads its own rank file (what NxDI's pre-sharded
 load gives each rank on a Neuron host; that path needs a traced model, so on CPU the file goes through
 `load_state_dict`): the file must cover every tensor but the KV cache, with no extra key.
@@ -13,6 +19,7 @@ load gives each rank on a Neuron host; that path needs a traced model, so on CPU
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -39,24 +46,50 @@ def load_rank_file(model: Any, rank_files: Path, rank: int) -> None:
         raise KeyError(f"rank {rank}: unexpected {result.unexpected_keys}, missing {result.missing_keys}")
 
 
-def main(config_name: str, checkpoint: str, out_file: str, rank_files: str | None = None) -> None:
+def local_experts(model: Any) -> list[int]:
+    """The routed experts rank's first MoE layer holds: its `local_expert_indices` row, or all of them."""
+    module = model.context_encoding_model.model
+    moe = next(layer.mlp for layer in module.layers if layer.is_moe)
+    stacked = moe.expert_mlps.mlp_op.gate_up_proj.weight.shape[0]
+    indices = getattr(moe.expert_mlps.spmd_rank, "local_expert_indices", None)
+    experts = list(range(stacked)) if indices is None else indices.flatten().tolist()
+    if len(experts) != stacked:
+        raise ValueError(f"{stacked} stacked experts but local_expert_indices {experts}")
+    return experts
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config")
+    parser.add_argument("checkpoint")
+    parser.add_argument("out_file")
+    parser.add_argument("--rank-files")
+    parser.add_argument("--ep", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args(argv)
     neuron_stand_ins.install()
     import harness
 
-    cfg = harness.model_config(config_name)
+    cfg = harness.model_config(args.config)
     world = int(os.environ["WORLD_SIZE"])
-    model = harness.build_neuron_model(Path(checkpoint), tp_degree=world)
-    if rank_files is not None:
-        load_rank_file(model, Path(rank_files), int(os.environ["RANK"]))
-    ids_BS = harness.prompt(cfg)
+    expert_parallel: dict[str, int] = {}
+    if args.ep > 1:
+        import cpu_moe_groups
+
+        cpu_moe_groups.install()
+        expert_parallel = {"moe_ep_degree": args.ep, "moe_tp_degree": world // args.ep}
+    model = harness.build_neuron_model(Path(args.checkpoint), tp_degree=world, batch_size=args.batch, **expert_parallel)
+    if args.rank_files is not None:
+        load_rank_file(model, Path(args.rank_files), int(os.environ["RANK"]))
+    ids_BS = harness.prompt(cfg, args.batch)
     logits_BV = harness.prefill_last_logits(model, ids_BS)
     tokens_BS = harness.greedy_tokens(model, ids_BS, torch.ones_like(ids_BS), harness.NEW_TOKENS)
     if int(os.environ["RANK"]) == 0:
-        torch.save({"logits": logits_BV, "tokens": tokens_BS}, out_file)
+        torch.save({"logits": logits_BV, "tokens": tokens_BS, "local_experts": local_experts(model)}, args.out_file)
     # Leave together: a rank exiting with live gloo threads aborts ("terminate called without an active exception").
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(sys.argv[1:])

@@ -2,9 +2,10 @@
 
 The reference is computed here by hand from the source checkpoint: each FP8 weight dequantized whole
 (`dequantize_fp8_blocks`), the router renamed, experts stacked as NxD's `gate_up_proj` [E, H, 2I] =
-cat(gate.T, up.T) and `down_proj` [E, I, H] = down.T, rank vectors arange. Re-assembling the rank files
-(each split dim: rank pieces concatenated per part) must give it back bit for bit, and equal what the
-in-memory `convert_state_dict` (NxDI's path) returns. Exact equality: both sides round the same fp32
+cat(gate.T, up.T) and `down_proj` [E, I, H] = down.T, rank vectors arange, and under expert parallelism
+each rank's `local_expert_indices` row. It must equal what the in-memory `convert_state_dict` (NxDI's path)
+returns, and each rank file must hold, bit for bit, the slice of it written out by hand here (tp and
+tp x ep layouts). Exact equality: both sides round the same fp32
 products once into the output dtype. Agreement with NxD's own `shard_checkpoint` is checked in
 integration/neuron (needs NxD).
 """
@@ -17,13 +18,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dsv3_config import MeshCoordinate, ModelConfig, preset
+from dsv3_config import ModelConfig, preset
 from dsv3_model.cli.main import main
 from dsv3_model.neuron import per_rank_files
 from dsv3_model.neuron.shard_plan import nxdi_shard_plan
 from dsv3_model.neuron.state_dict import EXPERTS, convert_state_dict, expected_keys
 from dsv3_weights import CheckpointReader, dequantize_fp8_blocks, make_checkpoint
-from dsv3_weights.sharding import dim_ranges
 
 TP = 2
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -49,14 +49,20 @@ def _hf_tensors(src: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     return out
 
 
-def _reference(cfg: ModelConfig, hf: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _reference(
+    cfg: ModelConfig, hf: dict[str, torch.Tensor], dtype: torch.dtype, tp: int, ep: int
+) -> dict[str, torch.Tensor]:
     """The converted checkpoint, by hand (see the module docstring)."""
     ref = {}
-    for key in expected_keys(cfg):
+    per_rank = cfg.n_routed_experts // ep
+    for key in expected_keys(cfg, ep):
         layer = ".".join(key.split(".")[:2]) + "."
         experts = [f"{layer}mlp.experts.{e}." for e in range(cfg.n_routed_experts)]
         if key.endswith(("rank_util.rank", "spmd_rank.rank")):  # world size == tp here
-            ref[key] = torch.arange(TP, dtype=torch.int32)
+            ref[key] = torch.arange(tp, dtype=torch.int32)
+        elif key.endswith("spmd_rank.local_expert_indices"):  # ranks r*tp/ep .. hold expert block r
+            blocks = [[b * per_rank + j for j in range(per_rank)] for b in range(ep)]
+            ref[key] = torch.tensor([blocks[rank // (tp // ep)] for rank in range(tp)], dtype=torch.int32)
         elif key.endswith(f"{EXPERTS}.gate_up_proj.weight"):
             ref[key] = torch.stack(
                 [torch.cat([hf[f"{p}gate_proj.weight"].T, hf[f"{p}up_proj.weight"].T], 1) for p in experts]
@@ -69,47 +75,56 @@ def _reference(cfg: ModelConfig, hf: dict[str, torch.Tensor], dtype: torch.dtype
     return ref
 
 
-def _reassemble(
-    key: str, shape: tuple[int, ...], ranks: list[dict[str, torch.Tensor]], cfg: ModelConfig
-) -> torch.Tensor:
-    """The full tensor from the rank files: per split dim, each part's rank pieces in rank order."""
-    (split,) = nxdi_shard_plan(cfg)[key] or (None,)
+def _rank_piece(key: str, full: torch.Tensor, rank: int, cfg: ModelConfig, tp: int, ep: int) -> torch.Tensor:
+    """What rank `rank` must hold of `full`, by hand: expert stacks keep expert block `rank // (tp/ep)` and
+    intermediate slice `rank % (tp/ep)` (of gate and of up); other split tensors the rank-th slice of each part."""
+    moe_tp = tp // ep
+    if key.endswith(STACKS):
+        per_rank = full.shape[0] // ep
+        block = full.narrow(0, rank // moe_tp * per_rank, per_rank)
+        dim, parts = (2, 2) if key.endswith("gate_up_proj.weight") else (1, 1)
+        part = block.shape[dim] // parts
+        width = part // moe_tp
+        return torch.cat([block.narrow(dim, p * part + rank % moe_tp * width, width) for p in range(parts)], dim)
+    (split,) = nxdi_shard_plan(cfg, ep)[key] or (None,)
     if split is None:
-        assert all(torch.equal(rank[key], ranks[0][key]) for rank in ranks), key
-        return ranks[0][key]
-    part = shape[split.dim] // split.parts
-    width = part // TP
-    pieces = [rank[key].narrow(split.dim, p * width, width) for p in range(split.parts) for rank in ranks]
-    return torch.cat(pieces, dim=split.dim)
+        return full
+    part = full.shape[split.dim] // split.parts
+    width = part // tp
+    return torch.cat([full.narrow(split.dim, p * part + rank * width, width) for p in range(split.parts)], split.dim)
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_rank_files_reassemble_to_the_converted_checkpoint(
-    dtype: str, fp8_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+STACKS = (f"{EXPERTS}.gate_up_proj.weight", f"{EXPERTS}.down_proj.weight")
+
+
+@pytest.mark.parametrize(("dtype", "tp", "ep"), [("fp32", 2, 1), ("bf16", 2, 1), ("bf16", 2, 2), ("fp32", 4, 2)])
+def test_rank_files_hold_their_slices_of_the_converted_checkpoint(
+    dtype: str, tp: int, ep: int, fp8_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(per_rank_files, "CHUNK_BYTES", 1024)  # many row chunks per tensor, one expert at a time
     cfg = preset("tiny")
-    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", str(TP), "--dtype", dtype]) == 0
+    command = ["shard", str(fp8_checkpoint), str(tmp_path), "--tp", str(tp), "--ep", str(ep), "--dtype", dtype]
+    assert main(command) == 0
     names = sorted(p.name for p in (tmp_path / "weights").iterdir())
-    assert names == [f"tp{r}_sharded_checkpoint.safetensors" for r in range(TP)]
-    ranks = [load_file(str(tmp_path / "weights" / name)) for name in names]
+    assert names == sorted(f"tp{r}_sharded_checkpoint.safetensors" for r in range(tp))
     hf = _hf_tensors(fp8_checkpoint, DTYPES[dtype])
-    reference = _reference(cfg, hf, DTYPES[dtype])
-    in_memory = convert_state_dict(dict(hf), cfg, DTYPES[dtype], TP, TP)
+    reference = _reference(cfg, hf, DTYPES[dtype], tp, ep)
+    in_memory = convert_state_dict(dict(hf), cfg, DTYPES[dtype], tp, tp, ep_degree=ep)
     assert set(in_memory) == set(reference)
-    plan = nxdi_shard_plan(cfg)
-    for rank, tensors in enumerate(ranks):
-        assert set(tensors) == set(reference), rank
-        coord = MeshCoordinate(tp_rank=rank, tp_size=TP)
-        for key, full in reference.items():
-            expected_shape = tuple(sum(e - s for s, e in dim) for dim in dim_ranges(full.shape, plan[key], coord))
-            assert tuple(tensors[key].shape) == expected_shape, key
     for key, full in reference.items():
-        assert torch.equal(_reassemble(key, tuple(full.shape), ranks, cfg), full), key
         assert in_memory[key].dtype == full.dtype, key
         assert torch.equal(in_memory[key], full), key
-    # tp=2 halves the 48 expert rows: cuts inside the 32-row FP8 blocks, so partial-block dequantization ran.
-    assert ranks[0][f"layers.1.{EXPERTS}.gate_up_proj.weight"].shape == (16, 64, 48)
+    for rank in range(tp):
+        tensors = load_file(str(tmp_path / "weights" / f"tp{rank}_sharded_checkpoint.safetensors"))
+        assert set(tensors) == set(reference), rank
+        for key, full in reference.items():
+            expected = _rank_piece(key, full, rank, cfg, tp, ep)
+            assert tensors[key].dtype == expected.dtype, key
+            assert torch.equal(tensors[key], expected), (rank, key)
+    # tiny: 16 experts, I = 48 (FP8 blocks of 32 rows). tp=2 cuts I inside a block (partial-block dequantization);
+    # ep=2 keeps 8 experts per rank.
+    gate_up_shape = tensors[f"layers.1.{EXPERTS}.gate_up_proj.weight"].shape
+    assert gate_up_shape == (16 // ep, 64, 2 * 48 // (tp // ep))
 
 
 def test_a_failed_run_leaves_no_complete_looking_file(
@@ -146,8 +161,10 @@ def test_a_failed_run_leaves_no_complete_looking_file(
 def test_bad_requests_fail_with_a_message(
     fp8_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "2", "--ep", "2"]) == 1
-    assert "ep_degree=2" in capsys.readouterr().err
+    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "2", "--ep", "4"]) == 1
+    assert "ep_degree=4 does not divide tp_degree=2" in capsys.readouterr().err
+    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "32", "--ep", "32"]) == 1  # 16 experts
+    assert "ep_degree=32 does not divide n_routed_experts=16" in capsys.readouterr().err
     assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "3"]) == 1  # 4 heads are not 3 slices
     assert "cannot be cut into 3 tp slices" in capsys.readouterr().err
     assert not (tmp_path / "weights").exists() or not any((tmp_path / "weights").iterdir())

@@ -1,4 +1,4 @@
-"""`dsv3 shard SRC DST --tp N`: an HF checkpoint -> the per-rank files NxDI loads pre-sharded.
+"""`dsv3 shard SRC DST --tp N [--ep M]`: an HF checkpoint -> the per-rank files NxDI loads pre-sharded.
 
 Pure dsv3 code (no NxD/NxDI needed): `dsv3_model.neuron.per_rank_files.write_per_rank_files`, streaming,
 into `DST/weights/tp{rank}_sharded_checkpoint.safetensors`. Errors in the checkpoint print one clear
@@ -19,7 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     shard.add_argument("src", help="HF checkpoint directory (config.json + safetensors; FP8 or not)")
     shard.add_argument("dst", help="NxDI compiled-model directory; files go to DST/weights/")
     shard.add_argument("--tp", type=int, required=True, help="tensor-parallel degree (NeuronConfig tp_degree)")
-    shard.add_argument("--ep", type=int, default=1, help="expert-parallel degree (only 1 is supported yet)")
+    shard.add_argument(
+        "--ep",
+        type=int,
+        default=1,
+        help="expert-parallel degree of the routed experts (NeuronConfig moe_ep_degree, dividing --tp; "
+        "moe_tp_degree is tp/ep; default 1)",
+    )
     shard.add_argument(
         "--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="NeuronConfig torch_dtype (default bf16)"
     )

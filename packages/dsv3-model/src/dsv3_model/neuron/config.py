@@ -118,8 +118,26 @@ class Dsv3InferenceConfig(InferenceConfig):
             for name, limit in UNSUPPORTED_ABOVE.items()
             if getattr(neuron_config, name) > limit
         ]
+        if neuron_config.hybrid_sharding_config is not None:
+            enabled.append("hybrid_sharding_config")
         if enabled:
             raise ValueError(f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}")
+        self._validate_expert_parallel()
+
+    def _validate_expert_parallel(self) -> None:
+        """`moe_ep_degree` x `moe_tp_degree` must be the world (`dsv3 shard --ep` and NxD's MoE groups assume it)."""
+        neuron_config = self.neuron_config
+        ep, moe_tp = neuron_config.moe_ep_degree, neuron_config.moe_tp_degree
+        if ep == 1:
+            return
+        if ep * moe_tp != neuron_config.tp_degree:
+            raise ValueError(
+                f"Dsv3InferenceConfig: moe_ep_degree={ep} x moe_tp_degree={moe_tp} must equal "
+                f"tp_degree={neuron_config.tp_degree}"
+            )
+        experts = self.model_config().n_routed_experts
+        if experts % ep:
+            raise ValueError(f"Dsv3InferenceConfig: moe_ep_degree={ep} does not divide n_routed_experts={experts}")
 
     def get_required_attributes(self) -> list[str]:
         return ["dsv3_hf_config", "num_local_experts", "dense_intermediate_size", "head_dim"]

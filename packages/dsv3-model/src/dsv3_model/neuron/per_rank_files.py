@@ -15,8 +15,9 @@ at a time for the expert stacks), from only the source rows that block needs (`C
 `dequantize_fp8_slice` dequantizes only the FP8 blocks touched). The cost is I/O: a tensor split along a
 column dimension is read once per rank.
 
-Expert parallelism (`--ep > 1`) is not written: NxD's preshard hook then adds `local_expert_indices` from
-its process-group meshes, which this layout does not model yet.
+With expert parallelism (`ep_degree` > 1, NeuronConfig `moe_ep_degree`, `moe_tp_degree = tp / ep`) each rank
+file holds only its `E / ep` experts (read expert by expert, nothing else of the stacks) and the
+`local_expert_indices` row naming them, placed as `shard_plan.NxdiRanks` describes.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from dsv3_config import MeshCoordinate, ModelConfig
-from dsv3_model.neuron.shard_plan import nxdi_shard_plan
+from dsv3_config import ModelConfig
+from dsv3_model.neuron.shard_plan import NxdiRanks, nxdi_shard_plan
 from dsv3_model.neuron.state_dict import (
     SCALE_SUFFIX,
     Box,
@@ -63,26 +64,23 @@ def write_per_rank_files(
     `dst` is the NxDI compiled-model directory (`model.pt`, `neuron_config.json` live next to `weights/`);
     `dtype` is the NeuronConfig `torch_dtype` the model is compiled with.
     """
-    if tp_degree < 1:
-        raise ValueError(f"tp_degree must be >= 1, got {tp_degree}")
-    if ep_degree != 1:
-        raise ValueError(f"ep_degree={ep_degree}: expert-parallel rank files are not supported yet (only ep 1)")
+    ranks = NxdiRanks(tp_degree, ep_degree)
     out_dir = Path(dst) / WEIGHTS_DIR
     with CheckpointReader(src) as reader:
         cfg = reader.config()
         hf_key = {key.removeprefix(HF_MODEL_PREFIX): key for key in reader}
         check_sources(cfg, set(hf_key), f"checkpoint {src}")
+        ranks.check(cfg)
         read = _reader_source(reader, cfg, hf_key, dtype)
-        tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, lambda key: reader.shape(hf_key[key]))
-        plan = nxdi_shard_plan(cfg)
+        tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, lambda key: reader.shape(hf_key[key]), ep_degree)
+        plan = nxdi_shard_plan(cfg, ep_degree)
         out_dir.mkdir(parents=True, exist_ok=True)
         for rank in range(tp_degree):  # an earlier run's files must not mix with this run's if it fails
             (out_dir / rank_file_name(rank)).unlink(missing_ok=True)
         by_name = {tensor.name: tensor for tensor in tensors}
         paths = []
         for rank in range(tp_degree):
-            coord = MeshCoordinate(tp_rank=rank, tp_size=tp_degree)
-            ranges = {tensor.name: dim_ranges(tensor.shape, plan[tensor.name], coord) for tensor in tensors}
+            ranges = {t.name: dim_ranges(t.shape, plan[t.name], ranks.coordinate(t.name, rank)) for t in tensors}
             outputs = [OutputTensor(t.name, _range_shape(ranges[t.name]), t.dtype) for t in tensors]
             path = out_dir / rank_file_name(rank)
             write_shard(path, outputs, partial(_tensor_chunks, by_name, ranges, read))

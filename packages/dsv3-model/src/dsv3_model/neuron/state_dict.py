@@ -6,10 +6,10 @@ are renamed to NxDI's `initialize_moe_module` layout (NXDI_CONTRACT.md section 8
 `mlp.router.e_score_correction_bias`, per-expert `gate_proj`/`up_proj` [I, H] -> one
 `mlp.expert_mlps.mlp_op.gate_up_proj.weight` [E, H, 2I] (gate in `[..., :I]`), `down_proj` [H, I] ->
 `mlp.expert_mlps.mlp_op.down_proj.weight` [E, I, H]. MTP layers (index >= num_hidden_layers) are
-dropped; the `SPMDRank` vectors (`rank_util.rank`, each MoE layer's `expert_mlps.spmd_rank.rank`) are
-added. Floating tensors come out in the NxDI dtype (what NxDI's `checkpoint_loader_fn` and ModelBuilder's
-`cast_weights` cast them to); FP8 block-quantized weights (`*.weight` + `*.weight_scale_inv`) are
-dequantized with dsv3-weights straight into it.
+dropped; the `SPMDRank` vectors (`rank_util.rank`, each MoE layer's `expert_mlps.spmd_rank.rank`, and under
+expert parallelism its `spmd_rank.local_expert_indices`) are added. Floating tensors come out in the NxDI
+dtype (what NxDI's `checkpoint_loader_fn` and ModelBuilder's `cast_weights` cast them to); FP8
+block-quantized weights (`*.weight` + `*.weight_scale_inv`) are dequantized with dsv3-weights straight into it.
 
 One conversion serves two callers: `convert_tensor` computes any box `[start, end)` per dim of one
 converted tensor from a `SourceRead` (HF name, slices -> dequantized values). NxDI's in-memory path
@@ -40,6 +40,8 @@ EXPERTS = "mlp.expert_mlps.mlp_op"
 # SPMDRank vectors of each MoE layer (ExpertMLPsV2's own; NxD's preshard hook writes the same values,
 # NxD modules/moe/expert_mlps_v2.py:197-207, :1501-1513), relative to the layer.
 SPMD_RANK_KEYS = ("mlp.expert_mlps.spmd_rank.rank",)
+# Under expert parallelism: [world, E / ep] int32, row r the experts rank r holds (NxD `create_spmd_ranks`).
+LOCAL_EXPERTS_KEY = "mlp.expert_mlps.spmd_rank.local_expert_indices"
 
 Box = tuple[tuple[int, int], ...]  # [start, end) per dimension
 SourceRead = Callable[[str, tuple[slice, ...]], torch.Tensor]  # HF name (no `model.`), slices -> values
@@ -51,6 +53,7 @@ class Kind(Enum):
     DOWN = "down"  # [E, I, H] from each expert's down_proj [H, I]
     TP_RANKS = "tp_ranks"  # arange(tp_degree), int32
     WORLD_RANKS = "world_ranks"  # arange(world_size), int32
+    LOCAL_EXPERTS = "local_experts"  # [world, E / ep] int32: rank r holds experts of block r // (world / ep)
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,13 @@ class NeuronTensor:
     def source_keys(self) -> list[str]:
         if self.kind == Kind.COPY:
             return [self.source]
+        if self.kind not in (Kind.GATE_UP, Kind.DOWN):  # computed from the layout alone
+            return []
         projs = ("gate_proj", "up_proj") if self.kind == Kind.GATE_UP else ("down_proj",)
         return [f"{self.source}{e}.{proj}.weight" for e in range(self.num_experts) for proj in projs]
 
 
-def _key_sources(cfg: ModelConfig) -> list[tuple[str, Kind, str]]:
+def _key_sources(cfg: ModelConfig, ep_degree: int) -> list[tuple[str, Kind, str]]:
     """(converted key, kind, source) of every tensor `NeuronDsv3Model` loads, in checkpoint order."""
     copy = Kind.COPY
     out = [(name, copy, name) for name in ("embed_tokens.weight", "norm.weight", "lm_head.weight")]
@@ -95,12 +100,14 @@ def _key_sources(cfg: ModelConfig) -> list[tuple[str, Kind, str]]:
         out.append((f"{prefix}{EXPERTS}.gate_up_proj.weight", Kind.GATE_UP, f"{prefix}mlp.experts."))
         out.append((f"{prefix}{EXPERTS}.down_proj.weight", Kind.DOWN, f"{prefix}mlp.experts."))
         out += [(f"{prefix}{key}", Kind.WORLD_RANKS, "") for key in SPMD_RANK_KEYS]
+        if ep_degree > 1:
+            out.append((f"{prefix}{LOCAL_EXPERTS_KEY}", Kind.LOCAL_EXPERTS, ""))
     return out
 
 
-def expected_keys(cfg: ModelConfig) -> list[str]:
+def expected_keys(cfg: ModelConfig, ep_degree: int = 1) -> list[str]:
     """Every tensor `NeuronDsv3Model` loads from a converted checkpoint (rank keys included)."""
-    return [name for name, _, _ in _key_sources(cfg)]
+    return [name for name, _, _ in _key_sources(cfg, ep_degree)]
 
 
 def required_sources(cfg: ModelConfig) -> list[str]:
@@ -118,17 +125,22 @@ def neuron_tensors(
     tp_degree: int,
     world_size: int,
     source_shape: Callable[[str], tuple[int, ...]],
+    ep_degree: int = 1,
 ) -> list[NeuronTensor]:
     """The converted checkpoint as data; `source_shape(hf_key)` gives a copied tensor's shape."""
     hidden, inter, experts = cfg.hidden_size, cfg.moe_intermediate_size, cfg.n_routed_experts
     out = []
-    for name, kind, source in _key_sources(cfg):
+    for name, kind, source in _key_sources(cfg, ep_degree):
         if kind == Kind.COPY:
             out.append(NeuronTensor(name, source_shape(source), dtype, kind, source))
         elif kind == Kind.GATE_UP:
             out.append(NeuronTensor(name, (experts, hidden, 2 * inter), dtype, kind, source, experts))
         elif kind == Kind.DOWN:
             out.append(NeuronTensor(name, (experts, inter, hidden), dtype, kind, source, experts))
+        elif kind == Kind.LOCAL_EXPERTS:
+            if experts % ep_degree or world_size % ep_degree:
+                raise ValueError(f"ep_degree={ep_degree} must divide n_routed_experts={experts} and world={world_size}")
+            out.append(NeuronTensor(name, (world_size, experts // ep_degree), torch.int32, kind, source, experts))
         else:
             size = tp_degree if kind == Kind.TP_RANKS else world_size
             out.append(NeuronTensor(name, (size,), torch.int32, kind, source))
@@ -144,6 +156,10 @@ def convert_tensor(tensor: NeuronTensor, box: Box, read: SourceRead) -> torch.Te
         values = read(tensor.source, slices)
     elif tensor.kind in (Kind.TP_RANKS, Kind.WORLD_RANKS):
         values = torch.arange(tensor.shape[0], dtype=torch.int32)[slices]
+    elif tensor.kind == Kind.LOCAL_EXPERTS:
+        world, per_rank = tensor.shape
+        blocks_EP = torch.arange(tensor.num_experts, dtype=torch.int32).view(-1, per_rank)  # one row per ep rank
+        values = blocks_EP.repeat_interleave(world // blocks_EP.shape[0], dim=0)[slices]
     else:
         (e0, e1), *rest = box
         shape = [end - start for start, end in box]
@@ -192,12 +208,23 @@ def convert_hf_to_neuron_state_dict(state_dict: dict[str, torch.Tensor], config:
     cfg: ModelConfig = config.model_config()
     neuron_config = config.neuron_config
     return convert_state_dict(
-        state_dict, cfg, neuron_config.torch_dtype, neuron_config.tp_degree, neuron_config.world_size
+        state_dict,
+        cfg,
+        neuron_config.torch_dtype,
+        neuron_config.tp_degree,
+        neuron_config.world_size,
+        ep_degree=neuron_config.moe_ep_degree,
     )
 
 
 def convert_state_dict(
-    state_dict: dict[str, torch.Tensor], cfg: ModelConfig, dtype: torch.dtype, tp_degree: int, world_size: int
+    state_dict: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    dtype: torch.dtype,
+    tp_degree: int,
+    world_size: int,
+    *,
+    ep_degree: int = 1,
 ) -> dict[str, torch.Tensor]:
     """`convert_hf_to_neuron_state_dict` with the NxDI settings spelled out."""
     check_sources(cfg, set(state_dict), "checkpoint")
@@ -211,7 +238,7 @@ def convert_state_dict(
             weight = dequantize_fp8_blocks(weight, scale, block, dtype)
         return weight[slices]
 
-    tensors = neuron_tensors(cfg, dtype, tp_degree, world_size, lambda key: tuple(state_dict[key].shape))
+    tensors = neuron_tensors(cfg, dtype, tp_degree, world_size, lambda key: tuple(state_dict[key].shape), ep_degree)
     converted = {}
     for tensor in tensors:
         converted[tensor.name] = convert_tensor(tensor, tuple((0, size) for size in tensor.shape), read)
