@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dsv3_moe import GroupedExperts
-from dsv3_moe.experts import _decode_sized, _grouped_mm_applies
+from dsv3_moe.experts import _decode_sized, _grouped_mm_applies, _one_token_applies
 
 E, H, INTER, K, T = 8, 16, 12, 3, 10
 
@@ -39,10 +39,16 @@ def closed_form(experts: GroupedExperts, hidden: torch.Tensor, idx: torch.Tensor
 
 def run_path(path: str, experts: GroupedExperts, *args: torch.Tensor) -> torch.Tensor:
     """`grouped_mm`: inference (no grad) over many rows per expert, two `F.grouped_mm` calls; `decode`:
-    inference over few rows per expert, the active loop of `few_row_linear` products; `loop`: with
-    autograd, the active loop of `F.linear`."""
+    inference over few rows per expert, the active loop of `few_row_linear` products; `one_token`: one
+    token, blocked products per chosen expert accumulated in place; `loop`: with autograd, the active loop
+    of `F.linear`."""
     hidden, idx = args[0], args[1]
     _, counts = idx.reshape(-1).sort(stable=True).values.unique_consecutive(return_counts=True)
+    if path == "one_token":
+        with torch.no_grad():
+            assert hidden.shape[0] == 1
+            assert _one_token_applies(hidden, experts.gate_up_proj, experts.down_proj)
+            return experts(*args)
     if path in ("grouped_mm", "decode"):
         with torch.no_grad():
             assert _decode_sized(counts, hidden) == (path == "decode")
@@ -56,8 +62,8 @@ def run_path(path: str, experts: GroupedExperts, *args: torch.Tensor) -> torch.T
         return experts(*args).detach()
 
 
-PATHS = ["grouped_mm", "decode", "loop"]
-TOKENS = {"grouped_mm": 4 * T, "decode": 2, "loop": T}  # 15, 1 and 3.75 rows per expert
+PATHS = ["grouped_mm", "decode", "one_token", "loop"]
+TOKENS = {"grouped_mm": 4 * T, "decode": 2, "one_token": 1, "loop": T}  # 15, 1, 1 and 3.75 rows per expert
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -91,13 +97,14 @@ def test_loop_path_is_differentiable() -> None:
     assert bool(experts.gate_up_proj.grad[idx.unique()].abs().sum(dim=(1, 2)).gt(0).all())
 
 
+@pytest.mark.parametrize("tokens", [T, 1])
 @torch.no_grad()
-def test_local_expert_ranges_sum_to_the_whole() -> None:
-    experts, hidden, idx, weight = make_inputs(2)
+def test_local_expert_ranges_sum_to_the_whole(tokens: int) -> None:
+    experts, hidden, idx, weight = make_inputs(2, tokens)
     want = experts(hidden, idx, weight)
     for ep_size in (2, 4):
         per_rank = E // ep_size
-        total = torch.zeros(T, H)
+        total = torch.zeros(tokens, H)
         for rank in range(ep_size):
             local = GroupedExperts(E, H, INTER, ep_rank=rank, ep_size=ep_size)
             local.gate_up_proj.copy_(experts.gate_up_proj[rank * per_rank : (rank + 1) * per_rank])

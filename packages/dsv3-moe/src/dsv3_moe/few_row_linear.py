@@ -25,7 +25,7 @@ from torch import nn
 FEW_ROWS = 4
 
 
-def _row_blocks(out_features: int) -> int:
+def row_blocks(out_features: int) -> int:
     """The most blocks (at most 4 per thread, at least 2 in all) that divide the output rows evenly; 0: none."""
     threads = torch.get_num_threads()
     for blocks in (4 * threads, 2 * threads, threads):
@@ -39,7 +39,7 @@ def few_row_linear(x_MK: torch.Tensor, weight_NK: torch.Tensor, bias_N: torch.Te
     in_features = x_MK.shape[-1]
     rows = x_MK.numel() // in_features if in_features else 0
     out_features = weight_NK.shape[0]
-    blocks = _row_blocks(out_features)
+    blocks = row_blocks(out_features)
     if (
         not 0 < rows <= FEW_ROWS
         or blocks == 0
