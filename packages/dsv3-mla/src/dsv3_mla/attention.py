@@ -118,8 +118,9 @@ class MultiHeadLatentAttention(nn.Module):
         kv_BSC: torch.Tensor,
         cache: LatentCache | None,
         seq_lengths_B: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(visible_BST, kv_BTC): the keys each query may see, over the cache's used slots or this call's tokens."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(visible_BST, kv_BTC): the keys each query may see, over the cache's used slots or this call's tokens;
+        `visible_BST` None when every query sees every slot."""
         batch, seq = position_ids_BS.shape
         if cache is None:
             if seq_lengths_B is None:
@@ -131,11 +132,17 @@ class MultiHeadLatentAttention(nn.Module):
         used = int(cache.lengths_B.max())
         # Slot t is visible iff t <= position and t < the row's length: one comparison against the smaller.
         limit_BS1 = torch.minimum(position_ids_BS + 1, cache.lengths_B[:, None])[..., None]
+        if int(limit_BS1.min()) >= used:  # every query sees every used slot (decode of equal-length rows)
+            return None, cache.buffer_BTC[:, :used]
         visible_BST = torch.arange(used, device=kv_BSC.device) < limit_BS1
         return visible_BST, cache.buffer_BTC[:, :used]
 
     def _expanded(
-        self, q_nope_BSHn: torch.Tensor, q_pe_BSHr: torch.Tensor, kv_BTC: torch.Tensor, visible_BST: torch.Tensor
+        self,
+        q_nope_BSHn: torch.Tensor,
+        q_pe_BSHr: torch.Tensor,
+        kv_BTC: torch.Tensor,
+        visible_BST: torch.Tensor | None,
     ) -> torch.Tensor:
         c, n = self.cfg.kv_lora_rank, self.cfg.qk_nope_head_dim
         kv_BTHX = self.kv_b_proj(kv_BTC[..., :c]).unflatten(-1, (self.num_local_heads, n + self.cfg.v_head_dim))

@@ -48,13 +48,15 @@ def visibility_mask(
     return (key_positions_BT[:, None, :] <= query_positions_BS[:, :, None]) & key_valid_BT[:, None, :]
 
 
-def masked_softmax(scores: torch.Tensor, visible: torch.Tensor, scale: float) -> torch.Tensor:
+def masked_softmax(scores: torch.Tensor, visible: torch.Tensor | None, scale: float) -> torch.Tensor:
     """fp32 softmax over the last axis of `scores * scale`, hidden entries (`visible` False, broadcast
-    against `scores`) at the fp32 minimum; returned in the scores' dtype."""
+    against `scores`) at the fp32 minimum; `visible` None: every entry visible (decode over a full cache,
+    where the mask pass is the largest elementwise cost). Returned in the scores' dtype."""
     scores32 = scores.to(torch.float32)
     if scale != 1.0:
         scores32 = scores32 * scale
-    scores32 = scores32.masked_fill(~visible, torch.finfo(torch.float32).min)
+    if visible is not None:
+        scores32 = scores32.masked_fill(~visible, torch.finfo(torch.float32).min)
     return torch.softmax(scores32, dim=-1).to(scores.dtype)
 
 
@@ -64,13 +66,13 @@ def expanded_attention(
     k_nope_BTHn: torch.Tensor,
     k_pe_BTr: torch.Tensor,
     v_BTHv: torch.Tensor,
-    visible_BST: torch.Tensor,
+    visible_BST: torch.Tensor | None,
     scale: float,
 ) -> torch.Tensor:
-    """Per-head attention over decompressed keys; returns o_BSHv."""
+    """Per-head attention over decompressed keys (`visible_BST` None: all visible); returns o_BSHv."""
     scores_BHST = torch.einsum("bshn,bthn->bhst", q_nope_BSHn, k_nope_BTHn)
     scores_BHST = scores_BHST + torch.einsum("bshr,btr->bhst", q_pe_BSHr, k_pe_BTr)
-    probs_BHST = masked_softmax(scores_BHST, visible_BST[:, None], scale)
+    probs_BHST = masked_softmax(scores_BHST, None if visible_BST is None else visible_BST[:, None], scale)
     return torch.einsum("bhst,bthv->bshv", probs_BHST, v_BTHv)
 
 
@@ -79,10 +81,10 @@ def absorbed_attention(
     q_pe_BSHr: torch.Tensor,
     kv_BTC: torch.Tensor,
     w_kv_b_HXc: torch.Tensor,
-    visible_BST: torch.Tensor,
+    visible_BST: torch.Tensor | None,
     scale: float,
 ) -> torch.Tensor:
-    """Attention computed in latent space; returns o_BSHv.
+    """Attention computed in latent space (`visible_BST` None: all visible); returns o_BSHv.
 
     `kv_BTC` is `[c_kv | k_pe]` per slot (the cache itself); `w_kv_b_HXc` is kv_b_proj.weight viewed
     [H, n + v, c]. The softmax scale is folded into the (small) query instead of the scores.
@@ -98,7 +100,8 @@ def absorbed_attention(
     q_lat_BSHc = torch.bmm(q_nope_HMn, w_uk_Hnc).view(heads, batch, seq, c).permute(1, 2, 0, 3)
     q_BRC = (torch.cat([q_lat_BSHc, q_pe_BSHr], dim=-1) * scale).reshape(batch, seq * heads, -1)
     scores_BSHT = torch.bmm(kv_BTC, q_BRC.transpose(1, 2)).transpose(1, 2).reshape(batch, seq, heads, -1)
-    probs_BRT = masked_softmax(scores_BSHT, visible_BST[:, :, None], 1.0).view(batch, seq * heads, -1)
+    visible_BS1T = None if visible_BST is None else visible_BST[:, :, None]
+    probs_BRT = masked_softmax(scores_BSHT, visible_BS1T, 1.0).view(batch, seq * heads, -1)
     o_lat_BRc = torch.bmm(probs_BRT, kv_BTC[..., :c])
     # o[h] = o_lat[h] @ W_UV[h]^T, again batched over heads.
     o_lat_HMc = o_lat_BRc.view(batch, seq, heads, c).permute(2, 0, 1, 3).reshape(heads, batch * seq, c)
