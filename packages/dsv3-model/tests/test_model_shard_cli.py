@@ -168,3 +168,18 @@ def test_bad_requests_fail_with_a_message(
     assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "3"]) == 1  # 4 heads are not 3 slices
     assert "cannot be cut into 3 tp slices" in capsys.readouterr().err
     assert not (tmp_path / "weights").exists() or not any((tmp_path / "weights").iterdir())
+
+
+def test_summary_counts_the_bytes_read_and_written(fp8_checkpoint: Path, tmp_path: Path) -> None:
+    """Written = the rank files' sizes; read = the checkpoint slices the ranks needed: at most once per rank
+    (a column split reads its rows whole), and with ep 2 less than with ep 1, since each expert's down_proj
+    (split by columns under tp) is read by one rank only."""
+    source_bytes = sum(path.stat().st_size for path in fp8_checkpoint.glob("*.safetensors"))
+    read = {}
+    for ep in (1, 2):
+        summary = per_rank_files.write_per_rank_files(fp8_checkpoint, tmp_path / str(ep), tp_degree=TP, ep_degree=ep)
+        files = (tmp_path / str(ep) / "weights").iterdir()
+        assert summary.bytes_out == sum(path.stat().st_size for path in files)
+        assert 0 < summary.bytes_in <= TP * source_bytes
+        read[ep] = summary.bytes_in
+    assert read[2] < read[1]

@@ -2,14 +2,14 @@
 
 Pure dsv3 code (no NxD/NxDI needed): `dsv3_model.neuron.per_rank_files.write_per_rank_files`, streaming,
 into `DST/weights/tp{rank}_sharded_checkpoint.safetensors`. Errors in the checkpoint print one clear
-message and exit 1; the summary (bytes, time, peak memory) goes to stderr.
+message and exit 1; a progress bar (on a terminal) and the summary (bytes read and written, time, peak
+memory) go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,22 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _shard(args: argparse.Namespace) -> int:
     from dsv3_model.neuron.per_rank_files import write_per_rank_files
     from dsv3_weights import OUT_DTYPES, CheckpointError
-    from dsv3_weights.progress import peak_rss_bytes
 
-    start = time.perf_counter()
     try:
-        paths = write_per_rank_files(
-            args.src, args.dst, tp_degree=args.tp, ep_degree=args.ep, dtype=OUT_DTYPES[args.dtype]
+        summary = write_per_rank_files(
+            args.src, args.dst, tp_degree=args.tp, ep_degree=args.ep, dtype=OUT_DTYPES[args.dtype], progress=True
         )
     except (CheckpointError, KeyError, ValueError) as err:
         print(f"dsv3 shard: error: {err}", file=sys.stderr)
         return 1
-    own, _ = peak_rss_bytes()
-    written = sum(path.stat().st_size for path in paths) / 1024**3
-    seconds = time.perf_counter() - start
-    print(
-        f"dsv3 shard: wrote {len(paths)} rank files ({written:.2f} GiB) to {paths[0].parent} in {seconds:.1f} s; "
-        f"peak RSS {own / 1024**3:.2f} GiB",
-        file=sys.stderr,
-    )
+    print(f"{summary.format()}; {args.tp} rank files in {args.dst}/weights", file=sys.stderr)
     return 0

@@ -42,6 +42,7 @@ from dsv3_model.neuron.state_dict import (
     neuron_tensors,
 )
 from dsv3_weights.fp8 import CHUNK_BYTES, dequantize_fp8_slice
+from dsv3_weights.progress import Progress, Summary
 from dsv3_weights.reader import CheckpointReader
 from dsv3_weights.sharding import dim_ranges
 from dsv3_weights.writer import OutputTensor, write_shard
@@ -57,12 +58,19 @@ def rank_file_name(tp_rank: int) -> str:
 
 
 def write_per_rank_files(
-    src: str | Path, dst: str | Path, *, tp_degree: int, ep_degree: int = 1, dtype: torch.dtype = torch.bfloat16
-) -> list[Path]:
-    """Write `dst/weights/tp{r}_sharded_checkpoint.safetensors` for r < tp_degree; returns their paths.
+    src: str | Path,
+    dst: str | Path,
+    *,
+    tp_degree: int,
+    ep_degree: int = 1,
+    dtype: torch.dtype = torch.bfloat16,
+    progress: bool = False,
+) -> Summary:
+    """Write `dst/weights/tp{r}_sharded_checkpoint.safetensors` for r < tp_degree (`rank_file_name`).
 
     `dst` is the NxDI compiled-model directory (`model.pt`, `neuron_config.json` live next to `weights/`);
-    `dtype` is the NeuronConfig `torch_dtype` the model is compiled with.
+    `dtype` is the NeuronConfig `torch_dtype` the model is compiled with. Returns the job summary (bytes
+    read and written, time, peak RSS); `progress` shows a bar on a terminal.
     """
     ranks = NxdiRanks(tp_degree, ep_degree)
     out_dir = Path(dst) / WEIGHTS_DIR
@@ -71,21 +79,25 @@ def write_per_rank_files(
         hf_key = {key.removeprefix(HF_MODEL_PREFIX): key for key in reader}
         check_sources(cfg, set(hf_key), f"checkpoint {src}")
         ranks.check(cfg)
-        read = _reader_source(reader, cfg, hf_key, dtype)
         tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, lambda key: reader.shape(hf_key[key]), ep_degree)
         plan = nxdi_shard_plan(cfg, ep_degree)
+        by_name = {tensor.name: tensor for tensor in tensors}
+        rank_ranges = [
+            {t.name: dim_ranges(t.shape, plan[t.name], ranks.coordinate(t.name, rank)) for t in tensors}
+            for rank in range(tp_degree)
+        ]
+        rank_outputs = [[OutputTensor(t.name, _range_shape(r[t.name]), t.dtype) for t in tensors] for r in rank_ranges]
         out_dir.mkdir(parents=True, exist_ok=True)
         for rank in range(tp_degree):  # an earlier run's files must not mix with this run's if it fails
             (out_dir / rank_file_name(rank)).unlink(missing_ok=True)
-        by_name = {tensor.name: tensor for tensor in tensors}
-        paths = []
-        for rank in range(tp_degree):
-            ranges = {t.name: dim_ranges(t.shape, plan[t.name], ranks.coordinate(t.name, rank)) for t in tensors}
-            outputs = [OutputTensor(t.name, _range_shape(ranges[t.name]), t.dtype) for t in tensors]
-            path = out_dir / rank_file_name(rank)
-            write_shard(path, outputs, partial(_tensor_chunks, by_name, ranges, read))
-            paths.append(path)
-    return paths
+        total = sum(output.nbytes for outputs in rank_outputs for output in outputs)
+        with Progress("shard", total, enabled=progress) as bar:
+            read = _reader_source(reader, cfg, hf_key, dtype, bar)
+            for rank, (ranges, outputs) in enumerate(zip(rank_ranges, rank_outputs, strict=True)):
+                chunks = partial(_tensor_chunks, by_name, ranges, read)
+                write_shard(out_dir / rank_file_name(rank), outputs, chunks, on_write=bar.wrote)
+    assert bar.summary is not None
+    return bar.summary
 
 
 def _range_shape(ranges: Ranges) -> tuple[int, ...]:
@@ -93,19 +105,25 @@ def _range_shape(ranges: Ranges) -> tuple[int, ...]:
 
 
 def _reader_source(
-    reader: CheckpointReader, cfg: ModelConfig, hf_key: dict[str, str], dtype: torch.dtype
+    reader: CheckpointReader, cfg: ModelConfig, hf_key: dict[str, str], dtype: torch.dtype, bar: Progress
 ) -> SourceRead:
-    """Slices of the checkpoint's tensors by converted-style key, FP8 ones dequantized into `dtype`."""
+    """Slices of the checkpoint's tensors by converted-style key, FP8 ones dequantized into `dtype`; every
+    byte read is counted on `bar`."""
+
+    def get_slice(key: str, slices: tuple[slice, ...]) -> torch.Tensor:
+        values = reader.get_slice(key, slices)
+        bar.read(values.nbytes)
+        return values
 
     def read(name: str, slices: tuple[slice, ...]) -> torch.Tensor:
         key = hf_key[name]
         scale = key + SCALE_SUFFIX
         if scale not in reader:
-            return reader.get_slice(key, slices)
+            return get_slice(key, slices)
         shape = reader.shape(key)
         if len(shape) != 2 or len(slices) != 2:
             raise ValueError(f"{key}: FP8 weight of shape {shape} read with {len(slices)} slices")
-        read_weight, read_scale = partial(reader.get_slice, key), partial(reader.get_slice, scale)
+        read_weight, read_scale = partial(get_slice, key), partial(get_slice, scale)
         block = fp8_block(cfg, scale)
         return dequantize_fp8_slice(read_weight, read_scale, (shape[0], shape[1]), block, *slices, out_dtype=dtype)
 
