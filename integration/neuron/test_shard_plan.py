@@ -1,4 +1,4 @@
-"""`dsv3 shard --tp 2 [--ep 2]` writes what NxDI's own pre-sharding writes, and the model runs from those files.
+"""`dsv3 shard --tp N [--ep M]` writes what NxDI's own pre-sharding writes, and the model runs from those files.
 
 1. Against NxD's `shard_checkpoint` (what NxDI's `save_sharded_checkpoint` calls), run on CPU under
    torchrun at tp=2 on the checkpoint as NxDI's `checkpoint_loader_fn` loads it: the same file names
@@ -6,9 +6,11 @@
    (fp32 HF checkpoints, `torch_dtype` fp32), and the tiny preset's FP8 block-quantized checkpoint
    sharded for `torch_dtype` bf16 (our per-slice dequantization + cast against NxDI's whole-tensor
    dequantization + NxDI's cast); each without and with expert parallelism (moe_ep_degree 2: each
-   rank keeps half the experts plus NxD's `local_expert_indices`).
+   rank keeps half the experts plus NxD's `local_expert_indices`); and tiny at tp=4 x ep=2, where two
+   ranks (moe_tp 2) share each expert block, each with half of its intermediate dimension.
 2. Loading: NxDI's pre-sharded load (`load()` with `save_sharded_checkpoint`) needs a traced model on
-   a Neuron host, so here each tp=2 rank of the CPU model has every weight set to NaN, loads its own
+   a Neuron host, so here each rank (tp=2; tp=2 x ep=2; tp=4 x ep=2) of the CPU model has every weight
+   set to NaN, loads its own
    `dsv3 shard` file (no missing key but the KV cache, no extra key), and must reproduce transformers'
    prefill logits (1e-4, as test_causal_lm_cpu) and 16 greedy tokens.
 """
@@ -21,21 +23,27 @@ import harness
 import pytest
 import torch
 
-TP = 2
+FORMATS = [("tiny", False, "fp32"), ("v2-lite-like", False, "fp32"), ("tiny", True, "bf16")]
 
 
-def _dsv3_shard(checkpoint: Path, dst: Path, dtype: str, ep: int) -> Path:
+def _dsv3_shard(checkpoint: Path, dst: Path, dtype: str, tp: int, ep: int) -> Path:
     from dsv3_model.cli.main import main
 
-    assert main(["shard", str(checkpoint), str(dst), "--tp", str(TP), "--ep", str(ep), "--dtype", dtype]) == 0
+    assert main(["shard", str(checkpoint), str(dst), "--tp", str(tp), "--ep", str(ep), "--dtype", dtype]) == 0
     return dst / "weights"
 
 
-@pytest.mark.parametrize("ep", [1, 2])
-@pytest.mark.parametrize(
-    ("name", "fp8", "dtype"), [("tiny", False, "fp32"), ("v2-lite-like", False, "fp32"), ("tiny", True, "bf16")]
-)
-def test_dsv3_shard_files_equal_nxd_shard_checkpoint(name: str, fp8: bool, dtype: str, ep: int, tmp_path: Path) -> None:
+# (config, FP8 source, torch_dtype, tp, ep); tp 4 x ep 2 puts two ranks (moe_tp 2) on each expert block.
+SHARD_CASES = [
+    *[(name, fp8, dtype, 2, ep) for ep in (1, 2) for name, fp8, dtype in FORMATS],
+    ("tiny", False, "fp32", 4, 2),
+]
+
+
+@pytest.mark.parametrize(("name", "fp8", "dtype", "tp", "ep"), SHARD_CASES)
+def test_dsv3_shard_files_equal_nxd_shard_checkpoint(
+    name: str, fp8: bool, dtype: str, tp: int, ep: int, tmp_path: Path
+) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -44,12 +52,12 @@ def test_dsv3_shard_files_equal_nxd_shard_checkpoint(name: str, fp8: bool, dtype
     cfg = harness.model_config(name)
     checkpoint, nxd_dir = tmp_path / "hf", tmp_path / "nxd"
     (harness.save_fp8_checkpoint if fp8 else harness.save_hf_checkpoint)(cfg, checkpoint)
-    harness.torchrun("shard_worker.py", 29533, str(checkpoint), str(nxd_dir), dtype, str(ep))
-    ours_dir = _dsv3_shard(checkpoint, tmp_path / "compiled", dtype, ep)
+    harness.torchrun("shard_worker.py", 29533, str(checkpoint), str(nxd_dir), dtype, str(ep), ranks=tp)
+    ours_dir = _dsv3_shard(checkpoint, tmp_path / "compiled", dtype, tp, ep)
 
     assert set(nxdi_shard_plan(cfg, ep)) == set(expected_keys(cfg, ep))
     assert sorted(p.name for p in ours_dir.iterdir()) == sorted(p.name for p in nxd_dir.iterdir())
-    for rank in range(TP):
+    for rank in range(tp):
         file_name = f"tp{rank}_sharded_checkpoint.safetensors"
         nxd, ours = load_file(str(nxd_dir / file_name)), load_file(str(ours_dir / file_name))
         assert set(ours) == set(nxd), f"rank {rank}: {sorted(set(ours) ^ set(nxd))[:5]}"
@@ -64,15 +72,15 @@ def test_dsv3_shard_files_equal_nxd_shard_checkpoint(name: str, fp8: bool, dtype
             assert (f.metadata(), g.metadata()) == ({"format": "pt"}, None)
 
 
-@pytest.mark.parametrize(("ep", "batch"), [(1, 1), (2, 4)])  # ep 2: batch 4, see test_causal_lm_cpu
-def test_tp2_model_runs_from_dsv3_shard_files(ep: int, batch: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("tp", "ep", "batch"), [(2, 1, 1), (2, 2, 4), (4, 2, 4)])  # ep 2: batch 4 (test_causal_lm_cpu)
+def test_model_runs_from_dsv3_shard_files(tp: int, ep: int, batch: int, tmp_path: Path) -> None:
     cfg = harness.model_config("tiny")
     checkpoint = tmp_path / "hf"
     hf = harness.save_hf_checkpoint(cfg, checkpoint)
-    rank_files = _dsv3_shard(checkpoint, tmp_path / "compiled", "fp32", ep)
+    rank_files = _dsv3_shard(checkpoint, tmp_path / "compiled", "fp32", tp, ep)
     out_file = tmp_path / "rank0.pt"
     args = ("tiny", str(checkpoint), str(out_file), "--rank-files", str(rank_files), "--ep", str(ep))
-    harness.torchrun("tp_worker.py", 29534, *args, "--batch", str(batch))
+    harness.torchrun("tp_worker.py", 29534, *args, "--batch", str(batch), ranks=tp)
 
     ids_BS = harness.prompt(cfg, batch)
     with torch.no_grad():
