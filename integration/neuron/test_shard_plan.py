@@ -10,9 +10,8 @@
    ranks (moe_tp 2) share each expert block, each with half of its intermediate dimension.
 2. Loading: NxDI's pre-sharded load (`load()` with `save_sharded_checkpoint`) needs a traced model on
    a Neuron host, so here each rank (tp=2; tp=2 x ep=2; tp=4 x ep=2) of the CPU model has every weight
-   set to NaN, loads its own
-   `dsv3 shard` file (no missing key but the KV cache, no extra key), and must reproduce transformers'
-   prefill logits (1e-4, as test_causal_lm_cpu) and 16 greedy tokens.
+   set to NaN, loads its own `dsv3 shard` file (no missing key but the KV cache, no extra key), and must
+   reproduce transformers' prefill logits (1e-4, as test_causal_lm_cpu) and 16 greedy tokens.
 """
 
 from __future__ import annotations
