@@ -78,7 +78,6 @@ def write_per_rank_files(
         cfg = reader.config()
         hf_key = {key.removeprefix(HF_MODEL_PREFIX): key for key in reader}
         check_sources(cfg, set(hf_key), f"checkpoint {src}")
-        ranks.check(cfg)
         tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, lambda key: reader.shape(hf_key[key]), ep_degree)
         plan = nxdi_shard_plan(cfg, ep_degree)
         by_name = {tensor.name: tensor for tensor in tensors}

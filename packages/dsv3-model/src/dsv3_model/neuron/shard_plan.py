@@ -61,10 +61,6 @@ class NxdiRanks:
     def moe_tp(self) -> int:
         return self.tp_degree // self.ep_degree
 
-    def check(self, cfg: ModelConfig) -> None:
-        if cfg.n_routed_experts % self.ep_degree:
-            raise ValueError(f"ep_degree={self.ep_degree} does not divide n_routed_experts={cfg.n_routed_experts}")
-
     def coordinate(self, name: str, rank: int) -> MeshCoordinate:
         """Rank `rank`'s position for tensor `name`: routed-expert stacks on the MoE mesh, the rest on tp."""
         if not 0 <= rank < self.tp_degree:

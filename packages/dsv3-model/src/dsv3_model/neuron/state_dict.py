@@ -138,8 +138,10 @@ def neuron_tensors(
         elif kind == Kind.DOWN:
             out.append(NeuronTensor(name, (experts, inter, hidden), dtype, kind, source, experts))
         elif kind == Kind.LOCAL_EXPERTS:
-            if experts % ep_degree or world_size % ep_degree:
-                raise ValueError(f"ep_degree={ep_degree} must divide n_routed_experts={experts} and world={world_size}")
+            if experts % ep_degree:
+                raise ValueError(f"ep_degree={ep_degree} does not divide n_routed_experts={experts}")
+            if world_size % ep_degree:
+                raise ValueError(f"ep_degree={ep_degree} does not divide the world size {world_size}")
             out.append(NeuronTensor(name, (world_size, experts // ep_degree), torch.int32, kind, source, experts))
         else:
             size = tp_degree if kind == Kind.TP_RANKS else world_size
