@@ -73,3 +73,12 @@ def install() -> None:
 
     moe_v2.init_tensor_expert_parallel_moe_process_groups = init_moe_process_groups
     parallel_state.get_expert_parallel_rank_from_global_rank = expert_parallel_rank_from_global_rank
+
+
+def neuron_options(ep_degree: int, world: int) -> dict[str, int]:
+    """NeuronConfig options splitting the routed experts over `ep_degree` groups of `world / ep_degree` ranks
+    (none for `ep_degree` 1); installs the gloo groups above when they are needed."""
+    if ep_degree == 1:
+        return {}
+    install()
+    return {"moe_ep_degree": ep_degree, "moe_tp_degree": world // ep_degree}

@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import cpu_moe_groups
 import neuron_stand_ins
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -35,12 +36,7 @@ def main(checkpoint: str, out_dir: str, dtype: str, ep: str = "1") -> None:
     from neuronx_distributed.trace.functions import shard_checkpoint
 
     world = int(os.environ["WORLD_SIZE"])
-    expert_parallel: dict[str, int] = {}
-    if int(ep) > 1:
-        import cpu_moe_groups
-
-        cpu_moe_groups.install()
-        expert_parallel = {"moe_ep_degree": int(ep), "moe_tp_degree": world // int(ep)}
+    expert_parallel = cpu_moe_groups.neuron_options(int(ep), world)
     model = harness.build_neuron_model(Path(checkpoint), tp_degree=world, **expert_parallel)
     model.neuron_config.torch_dtype = model.config.neuron_config.torch_dtype = DTYPES[dtype]
     if int(os.environ["RANK"]) == 0:

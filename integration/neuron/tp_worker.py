@@ -29,18 +29,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import cpu_moe_groups
 import neuron_stand_ins
 
 
 def load_rank_file(model: Any, rank_files: Path, rank: int) -> None:
     from safetensors.torch import load_file
 
+    from dsv3_model.neuron.per_rank_files import rank_file_name
+
     module = model.context_encoding_model.model  # one module shared by every submodel in CPU mode
     with torch.no_grad():
         for key, tensor in module.state_dict().items():
             if tensor.is_floating_point() and not key.startswith("kv_mgr."):  # the cache is state, not weights
                 tensor.fill_(float("nan"))
-    weights = load_file(str(rank_files / f"tp{rank}_sharded_checkpoint.safetensors"))
+    weights = load_file(str(rank_files / rank_file_name(rank)))
     result = module.load_state_dict(weights, strict=False)
     if result.unexpected_keys or any(not key.startswith("kv_mgr.") for key in result.missing_keys):
         raise KeyError(f"rank {rank}: unexpected {result.unexpected_keys}, missing {result.missing_keys}")
@@ -72,12 +75,7 @@ def main(argv: list[str]) -> None:
 
     cfg = harness.model_config(args.config)
     world = int(os.environ["WORLD_SIZE"])
-    expert_parallel: dict[str, int] = {}
-    if args.ep > 1:
-        import cpu_moe_groups
-
-        cpu_moe_groups.install()
-        expert_parallel = {"moe_ep_degree": args.ep, "moe_tp_degree": world // args.ep}
+    expert_parallel = cpu_moe_groups.neuron_options(args.ep, world)
     model = harness.build_neuron_model(Path(args.checkpoint), tp_degree=world, batch_size=args.batch, **expert_parallel)
     if args.rank_files is not None:
         load_rank_file(model, Path(args.rank_files), int(os.environ["RANK"]))
