@@ -1,6 +1,7 @@
 """dsv3-config: DeepSeek-V3-family configurations, validated and derived, without torch."""
 
 from dsv3_config.deployment import DeploymentConfig
+from dsv3_config.errors import ConfigError
 from dsv3_config.hf_io import RECOGNIZED_UNUSED_KEYS, UnusedConfigKeysWarning, load_config, save_config
 from dsv3_config.model_config import LayerKind, ModelConfig
 from dsv3_config.param_count import ParamCounts, count_params
@@ -14,6 +15,7 @@ __all__ = [
     "PRESETS",
     "RECOGNIZED_UNUSED_KEYS",
     "REPLICATED",
+    "ConfigError",
     "DeploymentConfig",
     "Fp8BlockQuantization",
     "LayerKind",

@@ -1,0 +1,15 @@
+"""How the `dsv3` command reports a user's mistake: one line, no traceback, a meaningful exit status.
+
+`UsageError` is a bad option or argument (exit 2, as argparse does); `ConfigError` and `CheckpointError`
+are bad data (exit 1). `--debug` before the command, or `DSV3_DEBUG=1`, shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """An option or argument that no run could accept (`--tp 0`, a prompt id outside the vocabulary)."""
+
+
+USAGE_EXIT = 2
+DATA_EXIT = 1
