@@ -9,9 +9,11 @@ shared ENVIRONMENT.md: nox's default pip backend costs ~16 min for the six packa
 - `bench`: benchmarks side by side with transformers 4.57 and the latest 5.x, as ratios.
 - `neuron_cpu` / `neuron_integration`: the NxDI adapter suites (integration/neuron/README.md).
 
-Torch comes from the machine's local CPU wheel where pip is configured with one; uv does not read
-pip's configuration, so the folder is passed on (`UV_FIND_LINKS`) with the exact pins of
-`constraints/ci.txt` (`UV_CONSTRAINT`), without which uv would pick a multi-GB CUDA build.
+Torch is pinned as `torch==2.13.0` in `constraints/ci.txt` (`UV_CONSTRAINT`), any build: on a machine
+whose pip is configured with a local wheel folder (a CPU build, `2.13.0+cpu`), uv, which does not read
+pip's configuration, is given that folder (`UV_FIND_LINKS`) and takes the local wheel; everywhere else
+it downloads PyPI's `torch==2.13.0` (the default build, which runs on a CPU as it is). A `+cpu` pin
+would make the second case fail, since PyPI carries no `+cpu` build.
 """
 
 from __future__ import annotations
