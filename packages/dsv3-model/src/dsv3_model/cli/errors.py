@@ -1,7 +1,7 @@
 """How the `dsv3` command reports a user's mistake: one line, no traceback, a meaningful exit status.
 
 `UsageError` is a bad option or argument (exit 2, as argparse does); `ConfigError` and `CheckpointError`
-are bad data (exit 1). `--debug` before the command, or `DSV3_DEBUG=1`, shows the traceback instead.
+are bad data (exit 1). `--debug` before the command, or `DSV3_DEBUG=1`, also shows the traceback.
 """
 
 from __future__ import annotations
@@ -13,3 +13,5 @@ class UsageError(Exception):
 
 USAGE_EXIT = 2
 DATA_EXIT = 1
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports it
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE
