@@ -39,7 +39,8 @@ def _c(line: str, status: int, names: str) -> Case:
 
 
 # {tiny}: config.json of the tiny preset (vocab 256, max_position_embeddings 1024, FP8), {bf16}: the same
-# without quantization_config, {empty}: an empty directory, {file}: a plain file; nothing holds weights.
+# without quantization_config, {v3}: DeepSeek-V3's (671 B parameters), {empty}: an empty directory,
+# {file}: a plain file; nothing holds weights.
 CASES: dict[str, Case] = {
     "generate max-new-tokens 0": _c("generate --max-new-tokens 0", 2, "--max-new-tokens"),
     "generate max-new-tokens -3": _c("generate --max-new-tokens -3", 2, "--max-new-tokens"),
@@ -81,6 +82,8 @@ CASES: dict[str, Case] = {
     "generate model is a file": _c("generate --model {file}", 2, "--model"),
     "generate model without config": _c("generate --model {empty}", 1, "config.json"),
     "generate dtype": _c("generate --dtype float64", 2, "--dtype"),
+    "generate preset too large": _c("generate --preset deepseek-v3", 2, "--preset"),  # 2,500 GiB in fp32
+    "generate model too large": _c("generate --model {v3}", 2, "--model"),  # 2,500 GiB
     "verify tokens 0": _c("verify --model {bf16} --tokens 0", 2, "--tokens"),
     "verify tokens -1": _c("verify --model {bf16} --tokens -1", 2, "--tokens"),
     "verify tolerance -1": _c("verify --model {bf16} --tolerance -1", 2, "--tolerance"),
@@ -175,10 +178,11 @@ def run_dsv3(argv: list[str], tripwire: Path, **env: str) -> Run:
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("options")
-    paths = {name: root / name for name in ("tiny", "bf16", "empty", "tripwire")}
+    paths = {name: root / name for name in ("tiny", "bf16", "v3", "empty", "tripwire")}
     for path in paths.values():
         path.mkdir()
     save_config(preset("tiny"), paths["tiny"])
+    save_config(preset("deepseek-v3"), paths["v3"])
     save_config(preset("tiny").model_copy(update={"quantization_config": None}), paths["bf16"])
     paths["file"] = root / "file"
     paths["file"].write_text("not a checkpoint\n")

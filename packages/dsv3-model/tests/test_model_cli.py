@@ -100,3 +100,15 @@ def test_generate_text_in_and_out_with_the_directory_tokenizer(bf16_dir, tmp_pat
     assert main(["generate", "--model", str(model_dir), "--prompt", "w5 w6 w7", "--max-new-tokens", "4"]) == 0
     expected = generate(load_causal_lm(bf16_dir, dtype=torch.float32), [[5, 6, 7]], 4).tokens[0]
     assert capsys.readouterr().out.split() == ["w5", "w6", "w7", *[f"w{t}" for t in expected]]
+
+
+def test_generate_with_a_damaged_tokenizer_is_one_line(bf16_dir, tmp_path, capsys):
+    import shutil
+
+    model_dir = tmp_path / "damaged-tokenizer"
+    shutil.copytree(bf16_dir, model_dir)
+    (model_dir / "tokenizer.json").write_text('{"model": ')
+    assert main(["generate", "--model", str(model_dir), "--prompt", "w5 w6"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dsv3 generate: error: {model_dir}: the tokenizer does not load: ")
+    assert len(err.splitlines()) == 1

@@ -5,10 +5,10 @@ Each module in `COMMAND_MODULES` exposes `register(subparsers)`, adding its subc
 never pays for importing torch.
 
 A user's mistake is one line on stderr (`dsv3 COMMAND: error: ...`) and an exit status: 2 for a bad
-option (`UsageError`, argparse), 1 for bad data (`ConfigError`, `CheckpointError`, a missing file).
-`dsv3 --debug ...` or `DSV3_DEBUG=1` also shows the traceback (same line, same exit status). Ctrl-C is
-one line and exit 130; output cut short by its reader (`| head`) is exit 141, silently. A message of
-several lines is joined into one (`cli/errors.py`).
+option (`UsageError`, argparse), 1 for bad data (`ConfigError`, `CheckpointError`, `DataError`, a
+missing file). `dsv3 --debug ...` or `DSV3_DEBUG=1` also shows the traceback (same line, same exit
+status). Ctrl-C is one line and exit 130; output cut short by its reader (`| head`) is exit 141,
+silently. A message of several lines is joined into one (`cli/errors.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Sequence
 
 from dsv3_config import ConfigError
-from dsv3_model.cli.errors import BROKEN_PIPE_EXIT, DATA_EXIT, INTERRUPTED_EXIT, USAGE_EXIT, UsageError
+from dsv3_model.cli.errors import BROKEN_PIPE_EXIT, DATA_EXIT, INTERRUPTED_EXIT, USAGE_EXIT, DataError, UsageError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "dsv3_model.cli.config_command",
@@ -97,7 +97,7 @@ def _data_errors() -> tuple[type[BaseException], ...]:
     """The bad-data error types; `CheckpointError` only once dsv3-weights (and torch) was imported."""
     weights_errors = sys.modules.get("dsv3_weights.errors")
     checkpoint = (weights_errors.CheckpointError,) if weights_errors is not None else ()
-    return (ConfigError, OSError, *checkpoint)
+    return (ConfigError, DataError, OSError, *checkpoint)
 
 
 if __name__ == "__main__":

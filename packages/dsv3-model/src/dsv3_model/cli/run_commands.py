@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dsv3_config import PRESETS, load_config, preset
-from dsv3_model.cli.errors import UsageError
+from dsv3_model.cli.errors import DataError, UsageError
 from dsv3_model.cli.options import (
     existing_directory,
     non_empty_text,
@@ -23,6 +23,7 @@ from dsv3_model.cli.options import (
     top_p,
 )
 from dsv3_model.cli.prompts import check_positions, check_prompt_ids
+from dsv3_model.cli.resources import check_weights_fit
 from dsv3_model.tokenizer import TOKENIZER_FILES, has_tokenizer, load_tokenizer
 
 DTYPES = ("float32", "bfloat16")
@@ -87,6 +88,7 @@ def _generate(args: argparse.Namespace) -> int:
         tokenizer, prompts = None, [[cfg.bos_token_id or 0, 5, 6, 7]]
         check_prompt_ids(prompts, cfg.vocab_size, "the default prompt (give --prompt-ids)")
     check_positions(prompts, args.max_new_tokens, cfg.max_position_embeddings, allow_long=args.allow_long)
+    check_weights_fit(cfg, args.dtype, f"--model {args.model}" if args.model is not None else "--preset")
 
     import torch
 
@@ -121,6 +123,8 @@ def _text_tokenizer(model_dir: Path | None) -> Any:
         return load_tokenizer(model_dir)
     except ImportError as err:
         raise UsageError(f"--prompt: {err}") from err
+    except (OSError, ValueError) as err:  # transformers' own errors for a damaged tokenizer file
+        raise DataError(f"{model_dir}: the tokenizer does not load: {err}") from err
 
 
 def _verify(args: argparse.Namespace) -> int:
