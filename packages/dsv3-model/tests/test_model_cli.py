@@ -42,9 +42,33 @@ def test_generate_stops_at_eos():
     assert stopped == free[: free.index(stop) + 1]
 
 
-def test_generate_rejects_out_of_vocabulary_ids():
-    with pytest.raises(SystemExit, match=r"ids must be in 0\.\.255"):
-        main(["generate", "--prompt-ids", "1,999"])
+def test_generate_rejects_out_of_vocabulary_ids(capsys):
+    assert main(["generate", "--prompt-ids", "1,999"]) == 2
+    assert "--prompt-ids: id 2 is 999, outside the vocabulary 0..255" in capsys.readouterr().err
+
+
+def test_generate_up_to_max_position_embeddings_runs_and_one_past_is_refused(capsys):
+    # tiny: max_position_embeddings 1024; 1016 prompt ids + 8 new tokens end exactly at position 1023
+    prompt = ",".join(["5"] * 1016)
+    assert main(["generate", "--prompt-ids", prompt, "--max-new-tokens", "8"]) == 0
+    assert len(capsys.readouterr().out.split()) <= 8
+    assert main(["generate", "--prompt-ids", prompt + ",5", "--max-new-tokens", "8"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "= 1025 positions, past the model's max_position_embeddings (1024)" in err
+    assert "--allow-long" in err
+
+
+def test_generate_allow_long_warns_and_runs_past_the_limit(capsys):
+    ids = [(7 * i) % 256 for i in range(1020)]
+    assert main(["generate", "--prompt-ids", ",".join(map(str, ids)), "--max-new-tokens", "8", "--allow-long"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        "dsv3 generate: warning: prompt (1020 tokens) + --max-new-tokens (8) = 1028 positions, past the model's "
+        "max_position_embeddings (1024); running anyway (--allow-long)"
+    ]
+    model = random_causal_lm("tiny", seed=0, dtype=torch.float32)
+    expected = generate(model, [ids], 8, eos_token_ids=[model.config.eos_token_id]).tokens[0]
+    assert [int(tok) for tok in captured.out.split()] == expected
 
 
 def test_verify_passes_on_a_checkpoint_and_reports_json(bf16_dir, capsys):
@@ -76,3 +100,15 @@ def test_generate_text_in_and_out_with_the_directory_tokenizer(bf16_dir, tmp_pat
     assert main(["generate", "--model", str(model_dir), "--prompt", "w5 w6 w7", "--max-new-tokens", "4"]) == 0
     expected = generate(load_causal_lm(bf16_dir, dtype=torch.float32), [[5, 6, 7]], 4).tokens[0]
     assert capsys.readouterr().out.split() == ["w5", "w6", "w7", *[f"w{t}" for t in expected]]
+
+
+def test_generate_with_a_damaged_tokenizer_is_one_line(bf16_dir, tmp_path, capsys):
+    import shutil
+
+    model_dir = tmp_path / "damaged-tokenizer"
+    shutil.copytree(bf16_dir, model_dir)
+    (model_dir / "tokenizer.json").write_text('{"model": ')
+    assert main(["generate", "--model", str(model_dir), "--prompt", "w5 w6"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dsv3 generate: error: {model_dir}: the tokenizer does not load: ")
+    assert len(err.splitlines()) == 1

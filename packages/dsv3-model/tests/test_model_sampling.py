@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dsv3_model.sampling import SamplingParams, filter_logits, make_generator, select_next
+from dsv3_model.sampling import MIN_TEMPERATURE, SamplingParams, filter_logits, make_generator, select_next
 
 NEG_INF = float("-inf")
 
@@ -58,7 +58,42 @@ def test_seeded_sampling_is_reproducible_and_stays_in_top_k():
     assert len(set(first.tolist())) > 1  # really sampling
 
 
-@pytest.mark.parametrize("bad", [{"temperature": -1.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": -1.0},
+        {"temperature": math.nan},
+        {"temperature": math.inf},
+        {"temperature": 1e-39},  # below float32's smallest normal: 0/0 in float32
+        {"top_k": -1},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"top_p": math.nan},
+    ],
+)
 def test_invalid_sampling_params_name_the_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SamplingParams(**bad)
+
+
+@pytest.mark.parametrize("temperature", [1e-37, MIN_TEMPERATURE])
+def test_tiny_temperature_samples_the_argmax(temperature):
+    # As the temperature goes to 0 the distribution becomes one-hot on the largest logit: here the others
+    # are at least 1 below it, so their probability is exp(-1 / 1e-37) = 0. Unshifted, 50 / 1e-37 = 5e38
+    # overflows float32 (max 3.4e38) to inf and the softmax is NaN (torch.multinomial raises).
+    params = SamplingParams(temperature=temperature, seed=0)
+    logits = torch.tensor([[0.0, 50.0, 30.0, 49.0], [90.0, -2.0, 89.0, 1.0]]).repeat(50, 1)
+    chosen = select_next(logits, params, make_generator(params))
+    assert chosen.tolist() == [1, 0] * 50
+
+
+def test_shifting_by_the_row_max_keeps_the_sampled_tokens():
+    # softmax((x - max) / t) == softmax(x / t): the same seed draws the same tokens as transformers' warpers
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper
+
+    torch.manual_seed(1)
+    logits = torch.randn(64, 40) * 3
+    params = SamplingParams(temperature=0.8, top_k=10, seed=5)
+    expected_probs = TopKLogitsWarper(10)(None, TemperatureLogitsWarper(0.8)(None, logits.clone())).softmax(-1)
+    expected = torch.multinomial(expected_probs, 1, generator=make_generator(params)).squeeze(-1)
+    assert torch.equal(select_next(logits, params, make_generator(params)), expected)

@@ -161,11 +161,11 @@ def test_a_failed_run_leaves_no_complete_looking_file(
 def test_bad_requests_fail_with_a_message(
     fp8_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "2", "--ep", "4"]) == 1
-    assert "ep_degree=4 does not divide tp_degree=2" in capsys.readouterr().err
-    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "32", "--ep", "32"]) == 1  # 16 experts
+    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "2", "--ep", "4"]) == 2  # usage errors
+    assert "--ep 4 must divide --tp 2" in capsys.readouterr().err
+    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "32", "--ep", "32"]) == 2  # 16 experts
     assert "ep_degree=32 does not divide n_routed_experts=16" in capsys.readouterr().err
-    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "3"]) == 1  # 4 heads are not 3 slices
+    assert main(["shard", str(fp8_checkpoint), str(tmp_path), "--tp", "3"]) == 2  # 4 heads are not 3 slices
     assert "cannot be cut into 3 tp slices" in capsys.readouterr().err
     assert not (tmp_path / "weights").exists() or not any((tmp_path / "weights").iterdir())
 

@@ -2,19 +2,26 @@
 
 Shapes: B batch, V vocabulary. Filtering follows transformers' logits warpers in the same order
 (temperature, then top-k, then top-p) so a seeded run can be compared with `generate(do_sample=True)`
-semantics; greedy is `argmax` of the raw logits.
+semantics; greedy is `argmax` of the raw logits. Sampling first subtracts each row's largest logit
+(the distribution is unchanged) so that a small temperature cannot overflow a logit to inf and turn the
+softmax into NaN: the largest becomes 0, the others large negative or -inf.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+# Below float32's smallest normal a temperature divides the largest (shifted, 0) logit into 0/0.
+MIN_TEMPERATURE = torch.finfo(torch.float32).tiny
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """`temperature == 0` means greedy; `top_k == 0` and `top_p == 1.0` disable those filters."""
+    """`temperature == 0` means greedy, else it is finite and >= `MIN_TEMPERATURE`; `top_k == 0` and
+    `top_p == 1.0` disable those filters."""
 
     temperature: float = 0.0
     top_k: int = 0
@@ -22,8 +29,8 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not math.isfinite(self.temperature) or self.temperature < 0 or 0 < self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 or finite and >= {MIN_TEMPERATURE:.3g}, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
@@ -55,7 +62,9 @@ def select_next(logits_BV: torch.Tensor, params: SamplingParams, generator: torc
     """One token id per row, int64 [B]."""
     if params.greedy:
         return logits_BV.argmax(dim=-1)
-    probs_BV = filter_logits(logits_BV, params).softmax(dim=-1)
+    logits_BV = logits_BV.float()
+    shifted_BV = logits_BV - logits_BV.amax(dim=-1, keepdim=True)
+    probs_BV = filter_logits(shifted_BV, params).softmax(dim=-1)
     return torch.multinomial(probs_BV, num_samples=1, generator=generator).squeeze(-1)
 
 

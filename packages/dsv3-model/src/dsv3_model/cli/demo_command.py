@@ -14,14 +14,15 @@ import time
 from pathlib import Path
 
 from dsv3_config import PRESETS
+from dsv3_model.cli.options import positive_int, seed
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo = subparsers.add_parser("demo", help="make -> convert -> generate -> verify on a synthetic checkpoint")
     demo.add_argument("--workdir", type=Path, required=True, help="where the checkpoints are written")
     demo.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    demo.add_argument("--tokens", type=int, default=32)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--tokens", type=positive_int, default=32, help="tokens generated and verified, >= 1")
+    demo.add_argument("--seed", type=seed, default=0, help="weights' and prompt's seed, 0..2**64-1")
     demo.set_defaults(handler=_demo)
 
 

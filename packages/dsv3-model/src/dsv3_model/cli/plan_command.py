@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from typing import Any
 
 from dsv3_config import PRESETS, ModelConfig, load_config, preset
+from dsv3_model.cli.errors import UsageError
+from dsv3_model.cli.options import check_ep_divides_tp, existing_path, positive_int
 from dsv3_model.plan import (
     DEVICES,
     LAYOUT_NAMES,
@@ -45,12 +46,17 @@ _FAMILY_LABELS = {
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("plan", help="will a layout fit a device, and how fast can a step be")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a model directory or config.json")
-    source.add_argument("--preset", help=f"a named config ({', '.join(PRESETS)})")
-    p.add_argument("--tp", type=int, required=True, help="tensor-parallel ranks")
-    p.add_argument("--ep", type=int, default=1, help="expert-parallel degree, dividing tp (default 1)")
-    p.add_argument("--batch", type=int, default=1, help="sequences per step (default 1)")
-    p.add_argument("--seq-len", type=int, default=4096, help="positions per sequence, prompt + output (default 4096)")
+    source.add_argument("--model", type=existing_path, help="a model directory or config.json")
+    source.add_argument("--preset", choices=sorted(PRESETS), help="a named config")
+    p.add_argument("--tp", type=positive_int, required=True, help="tensor-parallel ranks, >= 1")
+    p.add_argument("--ep", type=positive_int, default=1, help="expert-parallel degree, dividing tp (default 1)")
+    p.add_argument("--batch", type=positive_int, default=1, help="sequences per step, >= 1 (default 1)")
+    p.add_argument(
+        "--seq-len",
+        type=positive_int,
+        default=4096,
+        help="positions per sequence, prompt + output, >= 1 and <= max_position_embeddings (default 4096)",
+    )
     p.add_argument("--weights", choices=tuple(_DTYPES), default="bf16", help="weight format in HBM (default bf16)")
     p.add_argument("--device", choices=tuple(DEVICES), default="trn2", help="per-rank device table (default trn2)")
     p.add_argument("--layout", choices=LAYOUT_NAMES, default="dsv3", help="dsv3 (ours) or contrib (the NxDI port)")
@@ -111,6 +117,7 @@ def _text(plan: Plan, name: str, max_seq: int, max_batch: int, changes: list[Cha
 
 
 def _plan(args: argparse.Namespace) -> int:
+    check_ep_divides_tp(args.tp, args.ep)
     cfg = _config(args)
     try:
         layout = layout_for(args.layout, args.weights)
@@ -123,14 +130,13 @@ def _plan(args: argparse.Namespace) -> int:
             seq_len=args.seq_len,
             weight_dtype=_DTYPES[args.weights],
         )
-    except ValueError as err:
-        print(f"dsv3 plan: error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # the layout or the degrees do not fit this model: the options' fault
+        raise UsageError(str(err)) from err
     dev = device(args.device)
     plan = make_plan(cfg, dep, layout, dev)
     max_seq, max_batch = largest_seq_len(cfg, dep, layout, dev), largest_batch(cfg, dep, layout, dev)
     changes = ranked_changes(cfg, plan)
-    name = args.preset if args.preset is not None else args.model
+    name = args.preset if args.preset is not None else str(args.model)
     if args.json:
         out: dict[str, Any] = {
             "model": name,

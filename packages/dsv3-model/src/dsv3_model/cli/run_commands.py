@@ -3,75 +3,104 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from dsv3_config import PRESETS
+from dsv3_config import PRESETS, load_config, preset
+from dsv3_model.cli.errors import DataError, UsageError
+from dsv3_model.cli.options import (
+    existing_directory,
+    non_empty_text,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    prompt_ids,
+    seed,
+    temperature,
+    top_p,
+)
+from dsv3_model.cli.prompts import check_positions, check_prompt_ids
+from dsv3_model.cli.resources import check_weights_fit
+from dsv3_model.tokenizer import TOKENIZER_FILES, has_tokenizer, load_tokenizer
 
 DTYPES = ("float32", "bfloat16")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    gen = subparsers.add_parser("generate", help="generate text or token ids")
+    gen = subparsers.add_parser(
+        "generate",
+        help="generate text or token ids",
+        description="Generate from a checkpoint or a preset's random weights. Prompt plus --max-new-tokens "
+        "may not pass the model's max_position_embeddings unless --allow-long is given (then a warning).",
+    )
     source = gen.add_mutually_exclusive_group()
-    source.add_argument("--model", type=Path, help="HF checkpoint directory (BF16 or FP8)")
+    source.add_argument("--model", type=existing_directory, help="HF checkpoint directory (BF16 or FP8)")
     source.add_argument("--preset", choices=sorted(PRESETS), help="random weights of a preset (default: tiny)")
     prompt = gen.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt", help="text (needs a tokenizer in the model directory)")
-    prompt.add_argument("--prompt-ids", help="comma-separated token ids; ';' separates prompts of a batch")
-    gen.add_argument("--max-new-tokens", type=int, default=16)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-k", type=int, default=0)
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=0, help="sampling seed, and the weights' seed for --preset")
+    prompt.add_argument("--prompt", type=non_empty_text, help="text (needs a tokenizer in the model directory)")
+    prompt.add_argument(
+        "--prompt-ids", type=prompt_ids, help="comma-separated token ids; ';' separates prompts of a batch"
+    )
+    gen.add_argument("--max-new-tokens", type=positive_int, default=16, help="tokens to generate, >= 1 (default 16)")
+    gen.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default), else > 0")
+    gen.add_argument("--top-k", type=non_negative_int, default=0, help="keep the k most likely tokens (0 = all)")
+    gen.add_argument("--top-p", type=top_p, default=1.0, help="nucleus mass in (0, 1] (1 = all, the default)")
+    gen.add_argument(
+        "--seed", type=seed, default=0, help="sampling seed, and the weights' seed for --preset (0..2**64-1)"
+    )
     gen.add_argument("--dtype", choices=DTYPES, default="float32")
     gen.add_argument("--mtp", choices=("keep", "skip"), default="keep", help="load the MTP layer when present")
+    gen.add_argument(
+        "--allow-long",
+        action="store_true",
+        help="run past max_position_embeddings (a warning instead of the error; quality is not guaranteed there)",
+    )
     gen.set_defaults(handler=_generate)
 
     ver = subparsers.add_parser("verify", help="logit-matching report against transformers (exit 1 on failure)")
-    ver.add_argument("--model", type=Path, required=True, help="HF checkpoint directory transformers can load")
-    ver.add_argument("--tokens", type=int, default=32, help="tokens generated after the prompt")
-    ver.add_argument("--prompt-ids", help="comma-separated prompt ids (default: 24 seeded random ids)")
-    ver.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| allowed (fp32)")
+    ver.add_argument(
+        "--model", type=existing_directory, required=True, help="HF checkpoint directory transformers can load"
+    )
+    ver.add_argument("--tokens", type=positive_int, default=32, help="tokens generated after the prompt, >= 1")
+    ver.add_argument("--prompt-ids", type=prompt_ids, help="comma-separated prompt ids (default: 24 seeded random ids)")
+    ver.add_argument(
+        "--tolerance", type=non_negative_float, default=1e-4, help="max |logit difference| allowed (fp32), >= 0"
+    )
     ver.add_argument("--json", action="store_true")
     ver.set_defaults(handler=_verify)
 
 
-def _parse_ids(text: str) -> list[list[int]]:
-    try:
-        return [[int(tok) for tok in part.split(",") if tok.strip()] for part in text.split(";")]
-    except ValueError as err:
-        raise SystemExit(f"--prompt-ids: expected comma-separated integers, got {text!r}") from err
-
-
 def _generate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.model) if args.model is not None else preset(args.preset or "tiny")
+    if args.prompt is not None:
+        tokenizer = _text_tokenizer(args.model)
+        prompts = [tokenizer.encode(args.prompt)]
+        if not prompts[0]:
+            raise UsageError(f"--prompt: {args.prompt!r} encodes to no tokens")
+        check_prompt_ids(prompts, cfg.vocab_size, "the tokenizer's ids of --prompt")
+    elif args.prompt_ids is not None:
+        tokenizer, prompts = None, args.prompt_ids
+        check_prompt_ids(prompts, cfg.vocab_size, "--prompt-ids")
+    else:
+        tokenizer, prompts = None, [[cfg.bos_token_id or 0, 5, 6, 7]]
+        check_prompt_ids(prompts, cfg.vocab_size, "the default prompt (give --prompt-ids)")
+    check_positions(prompts, args.max_new_tokens, cfg.max_position_embeddings, allow_long=args.allow_long)
+    check_weights_fit(cfg, args.dtype, f"--model {args.model}" if args.model is not None else "--preset")
+
     import torch
 
     from dsv3_model.generation import generate
     from dsv3_model.loading import load_causal_lm, random_causal_lm
     from dsv3_model.sampling import SamplingParams
-    from dsv3_model.tokenizer import load_tokenizer
 
     dtype = getattr(torch, args.dtype)
     if args.model is not None:
         model = load_causal_lm(args.model, dtype=dtype, include_mtp=args.mtp == "keep")
-        tokenizer = load_tokenizer(args.model)
     else:
         model = random_causal_lm(args.preset or "tiny", seed=args.seed, dtype=dtype)
-        tokenizer = None
-    if args.prompt is not None:
-        if tokenizer is None:
-            raise SystemExit("--prompt needs a tokenizer in the model directory; use --prompt-ids")
-        prompts = [tokenizer.encode(args.prompt)]
-    elif args.prompt_ids is not None:
-        prompts = _parse_ids(args.prompt_ids)
-    else:
-        prompts = [[model.config.bos_token_id or 0, 5, 6, 7]]
-    vocab = model.config.vocab_size
-    for prompt in prompts:
-        if not prompt or min(prompt) < 0 or max(prompt) >= vocab:
-            raise SystemExit(f"--prompt-ids: ids must be in 0..{vocab - 1}, got {prompt}")
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     eos = model.config.eos_token_id
     eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
@@ -84,7 +113,34 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_tokenizer(model_dir: Path | None) -> Any:
+    """The model directory's tokenizer for `--prompt`, or a UsageError saying why there is none."""
+    if model_dir is None:
+        raise UsageError("--prompt needs a tokenizer, which --preset models have none of: use --prompt-ids")
+    if not has_tokenizer(model_dir):
+        raise UsageError(f"--prompt: {model_dir} has no tokenizer ({', '.join(TOKENIZER_FILES)}): use --prompt-ids")
+    try:
+        return load_tokenizer(model_dir)
+    except ImportError as err:
+        raise UsageError(f"--prompt: {err}") from err
+    except (OSError, ValueError) as err:  # transformers' own errors for a damaged tokenizer file
+        raise DataError(f"{model_dir}: the tokenizer does not load: {err}") from err
+
+
 def _verify(args: argparse.Namespace) -> int:
+    cfg = load_config(args.model)
+    if cfg.quantization_config is not None:
+        raise UsageError(
+            f"--model {args.model}: an FP8 checkpoint, which transformers cannot load on a CPU: "
+            "`dsv3 convert` it first and verify the result"
+        )
+    if args.prompt_ids is not None:
+        if len(args.prompt_ids) > 1:
+            raise UsageError("--prompt-ids: verify takes one prompt (no ';')")
+        check_prompt_ids(args.prompt_ids, cfg.vocab_size, "--prompt-ids")
+    if importlib.util.find_spec("transformers") is None:
+        raise UsageError("dsv3 verify needs transformers: pip install 'dsv3-model[hf]'")
+
     import torch
 
     from dsv3_model.hf_bridge import load_hf_causal_lm
@@ -94,7 +150,7 @@ def _verify(args: argparse.Namespace) -> int:
     model = load_causal_lm(args.model, dtype=torch.float32, include_mtp=False)
     hf_model = load_hf_causal_lm(args.model)
     if args.prompt_ids is not None:
-        prompt = _parse_ids(args.prompt_ids)[0]
+        prompt = args.prompt_ids[0]
     else:
         generator = torch.Generator().manual_seed(0)
         prompt = torch.randint(0, model.config.vocab_size, (24,), generator=generator).tolist()
