@@ -20,7 +20,7 @@ from dsv3_config import LayerKind, count_params, load_config, preset
 from dsv3_config.hf_defaults import REFERENCE_DEFAULTS
 
 V3_SCALE = 192**-0.5 * (0.1 * math.log(40) + 1) ** 2  # 0.0721688 * 1.3688879^2 = 0.1352338
-KIMI_SCALE = 192**-0.5 * (0.1 * math.log(32) + 1) ** 2  # 0.0721688 * 1.3465736^2 = 0.1308610
+KIMI_SCALE = 192**-0.5 * (0.1 * math.log(32) + 1) ** 2  # 0.0721688 * 1.3465736^2 = 0.1308608
 PLAIN_SCALE = 192**-0.5  # 0.0721688
 
 # name: (model_type, topk_method, scoring_func, q_lora_rank, YaRN factor or None, softmax scale,
