@@ -8,6 +8,8 @@ on/off, each value at least once per model class.
 
 Tolerance: fp32 max |logit diff| <= 1e-4 over a 12-token prompt and 12 greedy tokens (`dsv3 verify`'s
 procedure, `verify_against_hf`); tiny random models give O(1) logits, measured differences are ~1e-6.
+Under transformers 5.x the V2 YaRN variants are a strict xfail: 5.x adds mscale^2 to V2's softmax scale,
+4.57 (which dsv3 follows) does not (`hf5_v2_softmax_mscale`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dsv3_config import load_config
 from dsv3_model.cli.main import main
 from dsv3_model.loading import load_causal_lm
 from dsv3_model.verify import verify_against_hf
+from dsv3_testing.hf_reference import hf5_v2_softmax_mscale
 from dsv3_testing.prompts import random_prompt
 
 FP32_TOL = 1e-4
@@ -106,9 +109,11 @@ def test_loads_as_transformers_reads_it(saved):
     assert (cfg.rope_scaling is None) == ("rope_scaling" not in keys)
 
 
-def test_logits_and_greedy_tokens_match_the_model_that_saved_it(saved):
+def test_logits_and_greedy_tokens_match_the_model_that_saved_it(request, saved):
     _, _, directory, hf = saved
     ours = load_causal_lm(directory, dtype=torch.float32, include_mtp=False)
+    if hf5_v2_softmax_mscale(ours.config) != 1.0:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="transformers 5 adds mscale^2 to V2's softmax"))
     report = verify_against_hf(ours, hf, random_prompt(COMMON["vocab_size"], 12, seed=5), 12, FP32_TOL)
     assert report.max_abs_logit_diff <= FP32_TOL, report.format()
     assert report.passed, report.format()

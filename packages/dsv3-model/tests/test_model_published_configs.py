@@ -11,6 +11,10 @@
   transformers (`kimi_k2` through the DeepseekV3 classes): fp32 max |logit diff| <= 1e-4 over a 16-token
   prompt and 16 greedy tokens, and the same greedy tokens (`dsv3 verify`'s `verify_against_hf`).
 - `dsv3 config show` prints each file, as text and as JSON that round-trips.
+
+Under transformers 5.x (`nox -s compat`) the V2 files with YaRN differ by design: 5.x multiplies V2's softmax
+scale by mscale^2 and 4.57 (which dsv3 follows) does not; the scale test asserts 5.x's factor exactly and the
+logit test is a strict xfail there (`hf5_v2_softmax_mscale`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dsv3_config.presets import PUBLISHED_FILES, published_config
 from dsv3_model.cli.main import main
 from dsv3_model.verify import verify_against_hf
 from dsv3_rope.frequencies import rope_inv_freq, yarn_attention_factor
-from dsv3_testing.hf_reference import hf_causal_lm, hf_config
+from dsv3_testing.hf_reference import hf5_v2_softmax_mscale, hf_causal_lm, hf_config
 from dsv3_testing.prompts import random_prompt
 
 FP32_TOL = 1e-4
@@ -99,7 +103,7 @@ def test_parameter_count_equals_transformers_model(name):
 def test_softmax_scale_equals_transformers_attention(name):
     cfg = published(name)
     attention = hf_meta_model(cfg, 1).model.layers[0].self_attn
-    assert cfg.softmax_scale == pytest.approx(attention.scaling, rel=1e-12)
+    assert cfg.softmax_scale * hf5_v2_softmax_mscale(cfg) == pytest.approx(attention.scaling, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -115,8 +119,10 @@ def test_rotary_frequencies_equal_transformers(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_shrunk_copy_matches_transformers(name):
+def test_shrunk_copy_matches_transformers(request, name):
     cfg = shrunk(published(name))
+    if hf5_v2_softmax_mscale(cfg) != 1.0:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="transformers 5 adds mscale^2 to V2's softmax"))
     hf = hf_causal_lm(cfg, seed=3)
     report = verify_against_hf(ours_from_hf(cfg, hf), hf, random_prompt(cfg.vocab_size, 16, seed=4), 16, FP32_TOL)
     assert report.max_abs_logit_diff <= FP32_TOL, report.format()
