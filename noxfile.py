@@ -7,6 +7,7 @@ shared ENVIRONMENT.md: nox's default pip backend costs ~16 min for the six packa
 - `lint`: ruff, import-linter contracts, mypy.
 - `demo`: the README's main job on the embedded tiny preset.
 - `bench`: benchmarks side by side with transformers 4.57 and the latest 5.x, as ratios.
+- `compat`: the published-config and transformers-saved parity suites under transformers 5.x.
 - `neuron_cpu` / `neuron_integration`: the NxDI adapter suites (integration/neuron/README.md).
 
 Torch is pinned as `torch==2.13.0` in `constraints/ci.txt` (`UV_CONSTRAINT`), any build: on a machine
@@ -131,6 +132,18 @@ def bench(session: nox.Session, transformers: str) -> None:
             continue
         session.run("python", str(script), "--out", str(out / f"{script.stem}.json"), *session.posargs)
     session.run("python", str(ROOT / "benchmarks" / "report.py"), str(ROOT / ".bench"))
+
+
+@nox.session(python="3.11")
+def compat(session: nox.Session) -> None:
+    """The published-config and transformers-saved parity suites under the latest transformers 5.x (pinned in
+    `constraints/bench-latest.txt`, the same torch): dsv3 matches 4.57 in `unit`, and 5.x here."""
+    env = _uv_env()
+    env["UV_CONSTRAINT"] = str(ROOT / "constraints" / "bench-latest.txt")
+    local = [str(ROOT / "packages" / f"dsv3-{name}") for name in (*PACKAGES, "testing")]
+    session.install(*local, "transformers>=5", "pytest", env=env)
+    tests = ROOT / "packages" / "dsv3-model" / "tests"
+    _pytest(session, str(tests / "test_model_published_configs.py"), str(tests / "test_model_hf_saved.py"))
 
 
 @nox.session(python="3.11")

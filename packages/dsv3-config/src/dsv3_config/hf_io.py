@@ -13,6 +13,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from dsv3_config.errors import ConfigError, one_line
+from dsv3_config.hf_defaults import with_reference_defaults
+from dsv3_config.json_reading import first_unrepresentable, read_json_object
 from dsv3_config.model_config import ModelConfig
 
 RECOGNIZED_UNUSED_KEYS = frozenset(
@@ -35,6 +40,10 @@ RECOGNIZED_UNUSED_KEYS = frozenset(
         "mlp_bias",
         "num_experts",
         "moe_group_size",
+        "qk_head_dim",
+        "output_router_logits",
+        "num_mtp_layers",
+        "router_aux_loss_coef",
     }
 )
 
@@ -46,18 +55,28 @@ class UnusedConfigKeysWarning(UserWarning):
 def load_config(source: str | Path | dict[str, Any]) -> ModelConfig:
     """Parse a `config.json` path, a directory holding one, or an already-loaded dict.
 
-    Raises `pydantic.ValidationError` naming the field for every invalid value.
+    Keys the file omits take the reference implementation's value for its `model_type` (`hf_defaults`).
+    Raises `ConfigError` (and nothing else) with one line naming the file and the field for anything that
+    cannot describe a runnable model.
     """
     if isinstance(source, dict):
-        raw = source
+        label, raw = "config", source
+        problem = first_unrepresentable(raw)
+        if problem is not None:
+            raise ConfigError(f"{label}: {problem}")
     else:
         path = Path(source)
         if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ConfigError(f"{path}: directory has no config.json")
             path = path / "config.json"
-        raw = json.loads(path.read_text())
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    return ModelConfig.model_validate(normalize_hf_dict(raw))
+        label, raw = str(path), read_json_object(path)
+    try:
+        return ModelConfig.model_validate(with_reference_defaults(normalize_hf_dict(raw)))
+    except ValidationError as err:
+        raise ConfigError(f"{label}: {one_line(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{label}: nested too deeply to be a config") from None
 
 
 def normalize_hf_dict(raw: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +85,9 @@ def normalize_hf_dict(raw: dict[str, Any]) -> dict[str, Any]:
     rope_parameters = data.pop("rope_parameters", None)
     if isinstance(rope_parameters, dict):
         rope_parameters = dict(rope_parameters)
-        data.setdefault("rope_theta", rope_parameters.pop("rope_theta", None))
+        theta = rope_parameters.pop("rope_theta", None)
+        if theta is not None:
+            data.setdefault("rope_theta", theta)
         if rope_parameters.get("rope_type", rope_parameters.get("type")) in (None, "default"):
             rope_parameters = None
         data.setdefault("rope_scaling", rope_parameters)

@@ -7,17 +7,32 @@ softmax scale, layer kinds) is computed here once, so no layer recomputes it dif
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from dsv3_config.field_types import NonNegativeInt, PositiveFloat, PositiveInt, TokenId
 from dsv3_config.quantization import Fp8BlockQuantization
 from dsv3_config.rope_scaling import YarnPolicy, YarnScaling
+from dsv3_config.tensor_limits import oversized_tensors
 from dsv3_config.yarn_math import yarn_get_mscale
 
 TopkMethod = Literal["noaux_tc", "greedy", "group_limited_greedy"]
 ScoringFunc = Literal["sigmoid", "softmax"]
+
+
+def unsupported_extras(extra: dict[str, Any]) -> list[str]:
+    """Keys dsv3 keeps without interpreting, set to a value that would change the model it builds."""
+    problems = []
+    if extra.get("mlp_bias", False) not in (False, None):
+        problems.append(f"mlp_bias ({extra['mlp_bias']!r}): dsv3's MLPs have no bias; only false is supported")
+    if extra.get("rope_interleave", True) not in (True, None):
+        problems.append(
+            f"rope_interleave ({extra['rope_interleave']!r}): dsv3 rotates DeepSeek's interleaved layout; only true"
+        )
+    return problems
 
 
 class LayerKind(str, Enum):
@@ -35,7 +50,7 @@ class ModelConfig(BaseModel):
     interpret, so `to_hf()` round-trips the input.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model_type: Literal["deepseek_v3", "deepseek_v2", "kimi_k2"]
     vocab_size: PositiveInt
@@ -59,19 +74,19 @@ class ModelConfig(BaseModel):
     num_experts_per_tok: PositiveInt
     moe_layer_freq: PositiveInt = 1
     first_k_dense_replace: NonNegativeInt
-    norm_topk_prob: bool
+    norm_topk_prob: StrictBool
     scoring_func: ScoringFunc
     hidden_act: Literal["silu"] = "silu"
     max_position_embeddings: PositiveInt
     rms_norm_eps: PositiveFloat
     rope_theta: PositiveFloat
-    rope_scaling: YarnScaling | None
-    attention_bias: bool = False
-    tie_word_embeddings: bool = False
+    rope_scaling: YarnScaling | None = None
+    attention_bias: StrictBool = False
+    tie_word_embeddings: StrictBool = False
     num_nextn_predict_layers: NonNegativeInt = 0
     quantization_config: Fp8BlockQuantization | None = None
-    bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = None
+    bos_token_id: TokenId | None = None
+    eos_token_id: TokenId | list[TokenId] | None = None
     torch_dtype: Literal["bfloat16", "float32", "float16"] | None = None
     yarn_policy: YarnPolicy = "always"
     hf_extra: dict[str, Any] = Field(default_factory=dict)
@@ -88,11 +103,6 @@ class ModelConfig(BaseModel):
                 f"num_experts_per_tok ({self.num_experts_per_tok}) exceeds the "
                 f"{self.topk_group * (self.n_routed_experts // self.n_group)} experts in topk_group groups"
             )
-        if self.first_k_dense_replace > self.num_hidden_layers:
-            problems.append(
-                f"first_k_dense_replace ({self.first_k_dense_replace}) exceeds "
-                f"num_hidden_layers ({self.num_hidden_layers})"
-            )
         if self.topk_method == "noaux_tc" and self.scoring_func != "sigmoid":
             problems.append(f"topk_method 'noaux_tc' needs scoring_func 'sigmoid', got {self.scoring_func!r}")
         if self.topk_method != "noaux_tc" and self.scoring_func != "softmax":
@@ -104,6 +114,10 @@ class ModelConfig(BaseModel):
                 f"num_key_value_heads ({self.num_key_value_heads}) must equal num_attention_heads "
                 f"({self.num_attention_heads}) in MLA"
             )
+        problems += unsupported_extras(self.hf_extra)
+        problems += oversized_tensors(self)
+        if not problems and not 0 < self.softmax_scale < math.inf:
+            problems.append(f"rope_scaling: the softmax scale comes out as {self.softmax_scale}, not a positive number")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -153,7 +167,21 @@ class ModelConfig(BaseModel):
 
     @property
     def layer_kinds(self) -> tuple[LayerKind, ...]:
+        """One kind per decoder layer: a tuple as long as `num_hidden_layers` (use `num_moe_layers` for counts)."""
         return tuple(self.layer_kind(i) for i in range(self.num_hidden_layers))
+
+    @property
+    def num_moe_layers(self) -> int:
+        """How many of the `num_hidden_layers` decoder layers are MoE, in closed form (no loop over layers):
+        the multiples of `moe_layer_freq` in `[first_k_dense_replace, num_hidden_layers)`."""
+        last, first = self.num_hidden_layers - 1, self.first_k_dense_replace
+        if first > last:
+            return 0
+        return last // self.moe_layer_freq - (first - 1) // self.moe_layer_freq
+
+    @property
+    def num_dense_layers(self) -> int:
+        return self.num_hidden_layers - self.num_moe_layers
 
     @property
     def rope_scaling_factor(self) -> float:

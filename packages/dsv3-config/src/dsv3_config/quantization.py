@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, PositiveInt
+from pydantic import BaseModel, ConfigDict
+
+from dsv3_config.field_types import PositiveInt
 
 
 class Fp8BlockQuantization(BaseModel):

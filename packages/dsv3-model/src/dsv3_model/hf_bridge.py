@@ -18,14 +18,19 @@ def load_hf_causal_lm(model_dir: Path, dtype: torch.dtype = torch.float32) -> An
         import transformers
     except ImportError as err:
         raise ImportError("dsv3 verify needs transformers: pip install 'dsv3-model[hf]'") from err
-    from dsv3_config import load_config
+    from dsv3_config import ConfigError, load_config
 
     cfg = load_config(model_dir)
     if cfg.quantization_config is not None:
-        raise ValueError(f"{model_dir}: FP8 checkpoint; transformers cannot load it on CPU. Run `dsv3 convert` first.")
-    model_cls = (
-        transformers.DeepseekV2ForCausalLM if cfg.model_type == "deepseek_v2" else transformers.DeepseekV3ForCausalLM
-    )
+        raise ConfigError(f"{model_dir}: FP8 checkpoint; transformers cannot load it on CPU. Run `dsv3 convert` first.")
+    v2 = cfg.model_type == "deepseek_v2"
+    config_cls = transformers.DeepseekV2Config if v2 else transformers.DeepseekV3Config
+    model_cls = transformers.DeepseekV2ForCausalLM if v2 else transformers.DeepseekV3ForCausalLM
+    config = config_cls.from_pretrained(model_dir)
+    # kimi_k2 is DeepSeek-V3's code. transformers 5 picks its checkpoint conversion (per-expert tensors into
+    # its fused experts) by `config.model_type`; under "kimi_k2" it finds none and leaves the experts randomly
+    # initialized, with only a load report. Reading it as deepseek_v3 loads every tensor.
+    config.model_type = config_cls.model_type
     major = int(transformers.__version__.split(".")[0])
     dtype_kw = {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
-    return model_cls.from_pretrained(model_dir, attn_implementation="eager", **dtype_kw).eval()
+    return model_cls.from_pretrained(model_dir, config=config, attn_implementation="eager", **dtype_kw).eval()

@@ -51,6 +51,8 @@ def load_causal_lm(model_dir: str | Path, *, dtype: torch.dtype, include_mtp: bo
         with torch.device("meta"):
             model = DeepseekForCausalLM(cfg, include_mtp=with_mtp)
         model = model.to(dtype).to_empty(device="cpu").eval()
+        if cfg.tie_word_embeddings:  # to_empty() gives each module its own storage: tie them again
+            model.lm_head.weight = model.model.embed_tokens.weight
         fill_model(model, cfg, dequantizing_source(reader, cfg), set(reader.keys()))
     return model
 

@@ -59,10 +59,20 @@ def checkpoint_sources(cfg: ModelConfig, target_keys: Iterable[str], available: 
     return sources
 
 
+def _without_tied_aliases(targets: dict[str, torch.Tensor], available: set[str]) -> dict[str, torch.Tensor]:
+    """One key per tensor: tied weights (`lm_head.weight` is `model.embed_tokens.weight` under
+    `tie_word_embeddings`) appear under both names, and transformers saves only one of them."""
+    names_by_tensor: dict[int, list[str]] = {}
+    for key, tensor in targets.items():
+        names_by_tensor.setdefault(id(tensor), []).append(key)
+    keep = {next((k for k in names if k in available), names[0]) for names in names_by_tensor.values()}
+    return {key: tensor for key, tensor in targets.items() if key in keep}
+
+
 @torch.no_grad()
 def fill_model(model: nn.Module, cfg: ModelConfig, get: TensorSource, available: set[str]) -> None:
     """Copy every parameter and buffer from `get`; raise naming every missing or mis-shaped tensor."""
-    targets = dict(model.state_dict(keep_vars=True))
+    targets = _without_tied_aliases(dict(model.state_dict(keep_vars=True)), available)
     sources = checkpoint_sources(cfg, targets, available)
     problems = []
     for key, source in sources.items():

@@ -51,3 +51,18 @@ def hf_causal_lm(cfg: ModelConfig, *, seed: int = 0, dtype: torch.dtype = torch.
             if name.endswith("e_score_correction_bias"):
                 param.normal_(0.0, 0.1)
     return model
+
+
+def hf5_v2_softmax_mscale(cfg: ModelConfig) -> float:
+    """The factor by which transformers 5.x's V2 softmax scale differs from 4.57's (and dsv3's), else 1.0.
+
+    transformers 5 (`yarn_apply_mscale` in `modeling_deepseek_v2.py`) multiplies V2's `qk_head_dim^-0.5` by
+    `get_mscale(factor, mscale_all_dim)^2` under YaRN, as V3 and DeepSeek's own V2 code do; 4.57 does not
+    (NUMERICS.md section 7). dsv3 follows 4.57, the version it pins, so V2 YaRN logits differ under 5.x.
+    """
+    from dsv3_config import yarn_get_mscale
+
+    scaling = cfg.rope_scaling
+    if cfg.model_type != "deepseek_v2" or scaling is None or not scaling.mscale_all_dim or transformers_major() < 5:
+        return 1.0
+    return yarn_get_mscale(scaling.factor, scaling.mscale_all_dim) ** 2
