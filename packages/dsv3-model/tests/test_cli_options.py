@@ -265,7 +265,7 @@ def test_without_debug_no_traceback_and_dsv3_debug_0_is_off(dirs: dict[str, Path
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert error_line(run.stderr, 1) == (
-        f"dsv3 generate: error: [Errno 2] No such file or directory: '{dirs['empty'] / 'config.json'}'"
+        f"dsv3 generate: error: {dirs['empty']}: directory has no config.json"
     )
 
 
