@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ver.add_argument("--prompt-ids", help="comma-separated prompt ids (default: 24 seeded random ids)")
     ver.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| allowed (fp32)")
     ver.add_argument("--json", action="store_true")
+    ver.add_argument("--golden", type=Path, help="compare with this golden file (dsv3 golden) instead of transformers")
     ver.set_defaults(handler=_verify)
 
 
@@ -85,6 +86,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.golden is not None:
+        from dsv3_model.golden.compare import verify_golden_command
+
+        return verify_golden_command(args)
     import torch
 
     from dsv3_model.hf_bridge import load_hf_causal_lm

@@ -32,6 +32,10 @@ FORMAT = "dsv3-golden/1"
 MODES = ("greedy", "teacher-forced")
 
 
+# what torch.load's weights-only unpickler raises on bytes that are not a torch.save file
+_UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, ValueError, TypeError)
+
+
 class GoldenFileError(CheckpointError):
     """A golden file that cannot be read or lacks what the comparison needs."""
 
@@ -81,8 +85,11 @@ def read_golden(path: Path) -> Golden:
     """Load as NxDI does (`torch.load`, weights_only) and check the shapes agree."""
     try:
         obj = torch.load(path, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise GoldenFileError(f"{path}: not a golden file torch.load can read: {str(err).splitlines()[0]}") from err
+    except _UNREADABLE as err:
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise GoldenFileError(
+            f"{path}: not a golden file torch.load can read ({type(err).__name__}: {first_line})"
+        ) from err
     scores = getattr(obj, "scores", None)
     sequences = getattr(obj, "sequences", None)
     if not isinstance(scores, (tuple, list)) or not scores or not isinstance(sequences, torch.Tensor):
