@@ -131,8 +131,8 @@ def test_bounded_memory_rereads_within_the_bound(checkpoint, in_memory):
     unbounded = golden_greedy(checkpoint, [PROMPT], NEW_TOKENS)
     bound = 64 * 1024
     run = golden_greedy(checkpoint, [PROMPT], NEW_TOKENS, max_memory=bound)
-    assert run.summary.peak_resident_weights <= bound - bound // 4
+    assert run.summary.peak_resident_weights <= bound // 8 * 5
     assert run.summary.bytes_read > unbounded.summary.bytes_read
-    # experts stacked in groups (the 16 KiB buffer holds a few) and the group outputs summed: fp32 rounding
+    # experts stacked in groups (the 8 KiB buffer holds a few) and the group outputs summed: fp32 rounding
     diff = (run.golden.scores_NBV - expected.step_logits_BNV.transpose(0, 1)).abs().max().item()
     assert diff <= FP32_TOL

@@ -4,14 +4,19 @@ Both are the library's own procedures on the streamed model: `generation.generat
 prompt, then one decode call per token over the latent cache; no EOS stop, every step is scored) and
 `generation.teacher_forced_logits` (one prefill over the whole sequence).
 
-Memory: `max_memory` bounds the resident weights: a quarter of it is the buffer the chosen experts of
-one MoE call are stacked into, the rest the LRU of layers, experts and the head. None: unbounded.
+Memory: `max_memory` bounds the weights in memory: five eighths are the LRU of layers, experts and the
+head, one eighth the buffer the chosen experts of one MoE call are stacked into, and the last quarter
+is headroom for what is in flight (the tensor being dequantized, a layer still running after its
+eviction). None: unbounded. glibc is asked to serve buffers of 4 MiB and more by mmap, so that freed
+weights go back to the system instead of fragmenting the heap (measured on the benchmark's checkpoint:
+peak RSS 1.79 -> 1.55 GiB with the same 1 GiB of weights).
 
 Shape legend: B batch, P prompt length, N scored tokens, L = P + N, V vocabulary.
 """
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +37,7 @@ from dsv3_weights.progress import peak_rss_bytes
 from dsv3_weights.reader import CheckpointReader
 
 UNBOUNDED = 1 << 62
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
 GIB = 1024**3
 
 
@@ -67,14 +73,25 @@ def streamed_model(
 ) -> Iterator[tuple[DeepseekForCausalLM, StreamedWeights]]:
     cfg = load_config(model_dir)
     budget = UNBOUNDED if max_memory is None else max_memory
+    _return_freed_buffers()
     with CheckpointReader(model_dir) as reader:
         source = CountingSource(reader, cfg)
         bars = RunProgress(steps, cfg.num_hidden_layers, lambda: source.bytes_read, enabled=progress)
-        weights = StreamedWeights(source, dtype, WeightCache(budget - budget // 4), budget // 4, bars)
+        weights = StreamedWeights(source, dtype, WeightCache(budget // 8 * 5), budget // 8, bars)
         try:
             yield streamed_causal_lm(weights), weights
         finally:
             bars.close()
+
+
+def _return_freed_buffers() -> None:
+    """`mallopt(M_MMAP_THRESHOLD, 4 MiB)` where the C library is glibc (a fixed threshold also stops glibc
+    from raising it after each free, which is what sends multi-MB buffers to the heap)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024)
 
 
 def _summary(weights: StreamedWeights, steps: int, start: float, max_memory: int | None) -> RunSummary:
