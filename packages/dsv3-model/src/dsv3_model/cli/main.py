@@ -18,7 +18,6 @@ import sys
 from collections.abc import Sequence
 
 from dsv3_config import ConfigError
-
 from dsv3_model.cli.errors import DATA_EXIT, USAGE_EXIT, UsageError
 
 COMMAND_MODULES: tuple[str, ...] = (

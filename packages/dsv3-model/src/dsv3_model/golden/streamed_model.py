@@ -255,8 +255,8 @@ def streamed_causal_lm(weights: StreamedWeights) -> DeepseekForCausalLM:
     weights.check()
     with torch.device("meta"):
         model = DeepseekForCausalLM(weights.cfg)
-    model.model.embed_tokens = StreamedEmbedding(weights)
-    model.model.layers = StreamedLayers(weights)
-    model.model.norm = weights.norm()
-    model.lm_head = StreamedHead(weights)
+    model.model.add_module("embed_tokens", StreamedEmbedding(weights))  # add_module replaces the child
+    model.model.add_module("layers", StreamedLayers(weights))
+    model.model.add_module("norm", weights.norm())
+    model.add_module("lm_head", StreamedHead(weights))
     return model.eval()

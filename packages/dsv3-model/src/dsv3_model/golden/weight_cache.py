@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -29,8 +29,7 @@ class WeightCache:
     def get(self, key: str, nbytes: int, load: Callable[[], T]) -> T:
         """The entry `key`, loading it (after evicting enough older entries for `nbytes`) when absent."""
         if key in self._entries:
-            value: T = self.lookup(key)
-            return value
+            return cast(T, self.lookup(key))
         keep = nbytes <= self.capacity_bytes
         if keep:
             while self._entries and self.resident_bytes + nbytes > self.capacity_bytes:
