@@ -9,6 +9,7 @@ shared ENVIRONMENT.md: nox's default pip backend costs ~16 min for the six packa
 - `bench`: benchmarks side by side with transformers 4.57 and the latest 5.x, as ratios.
 - `compat`: the published-config and transformers-saved parity suites under transformers 5.x.
 - `neuron_cpu` / `neuron_integration`: the NxDI adapter suites (integration/neuron/README.md).
+- `golden_torch29` (opt-in): a `dsv3 golden` file loads under torch 2.9 as NxDI reads it (docs/golden.md).
 
 Torch is pinned as `torch==2.13.0` in `constraints/ci.txt` (`UV_CONSTRAINT`), any build: on a machine
 whose pip is configured with a local wheel folder (a CPU build, `2.13.0+cpu`), uv, which does not read
@@ -151,6 +152,42 @@ def neuron_cpu(session: nox.Session) -> None:
     """The NxDI adapter in NxD/NxDI CPU mode; skips with one reason where NxDI is not importable."""
     _install(session, *PACKAGES, "testing", "transformers", "pytest", "tenacity", "boto3", "sentencepiece")
     _pytest(session, "integration/neuron", "-m", "not neuron_device")
+
+
+@nox.session(python="3.11")
+def golden_torch29(session: nox.Session) -> None:
+    """Write a golden file with this repo's torch, then `torch.load` it (weights_only, the default) and
+    `torch.stack(obj.scores)` under torch 2.9.1, the Neuron SDK's pin, as NxDI's inference_demo.py does.
+    torch 2.9 on PyPI is the CUDA build: its venv pulls the nvidia libraries (31 s, 6.6 GB with uv)."""
+    _install(session, *PACKAGES)
+    work = Path(session.create_tmp())
+    ckpt, golden, venv = work / "ckpt", work / "golden.pt", work / "torch29"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    session.run("dsv3", "make-checkpoint", str(ckpt), "--preset", "tiny", "--fp8", "--no-progress")
+    session.run(
+        "dsv3",
+        "golden",
+        "--model",
+        str(ckpt),
+        "--prompt-ids",
+        "1,2,3,4;5,6,7,8",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(golden),
+        "--no-progress",
+    )
+    if not (venv / "bin" / "python").exists():
+        session.run("uv", "venv", "-q", "-p", "3.11", str(venv), external=True)
+    session.run("uv", "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "torch==2.9.1", external=True)
+    check = (
+        "import sys, torch; assert torch.__version__.startswith('2.9'), torch.__version__; "
+        "obj = torch.load(sys.argv[1]); logits = torch.stack(obj.scores); "
+        "assert tuple(logits.shape) == (8, 2, 256), logits.shape; "
+        "assert logits.argmax(dim=2).T.tolist() == obj.sequences[:, 4:].tolist(); "
+        "print('torch', torch.__version__, 'torch.stack(obj.scores):', tuple(logits.shape))"
+    )
+    session.run(str(venv / "bin" / "python"), "-c", check, str(golden), external=True)
 
 
 @nox.session(python=False)

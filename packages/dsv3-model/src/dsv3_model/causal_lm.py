@@ -87,15 +87,11 @@ class DeepseekForCausalLM(nn.Module):
         return [layer for layer in self.model.layers if isinstance(layer, MultiTokenPredictionLayer)]
 
     def new_cache(self, batch_size: int, max_len: int) -> list[LatentCache]:
-        """One zeroed latent cache per layer: `latent_cache_width` values per token, in the model dtype."""
-        dtype = self.lm_head.weight.dtype
+        """One zeroed latent cache per layer: `latent_cache_width` values per token, in the model dtype
+        (the final norm's, which every variant holds, streamed ones included: dsv3_model.golden)."""
+        like = self.model.norm.weight
         return LatentCache.empty_layers(
-            self.config,
-            self.config.num_hidden_layers,
-            batch_size,
-            max_len,
-            dtype=dtype,
-            device=self.lm_head.weight.device,
+            self.config, self.config.num_hidden_layers, batch_size, max_len, dtype=like.dtype, device=like.device
         )
 
     def forward(

@@ -26,6 +26,8 @@ class PositionReport:
     ours_top1: int
     hf_top1: int
     max_abs_logit_diff: float
+    golden_logit: float | None = None  # the golden token's logit, reference and ours (golden-file reports)
+    ours_logit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class VerifyReport:
     golden_tokens: list[int] = field(default_factory=list)
     max_abs_logit_diff: float = 0.0
     mean_abs_logit_diff: float = 0.0
+    reference: str = "hf"
 
     @property
     def teacher_forced_matches(self) -> int:
@@ -65,10 +68,15 @@ class VerifyReport:
         return out
 
     def format(self) -> str:
-        lines = [f"{'pos':>4} {'golden':>7} {'ours':>7} {'hf':>7} {'max|dlogit|':>12}"]
+        logits = all(p.golden_logit is not None and p.ours_logit is not None for p in self.positions)
+        logit_head = f" {'golden logit':>12} {'ours':>12} {'diff':>10}" if logits else ""
+        lines = [f"{'pos':>4} {'golden':>7} {'ours':>7} {self.reference:>7}{logit_head} {'max|dlogit|':>12}"]
         for p in self.positions:
             mark = "" if p.ours_top1 == p.hf_top1 else "  <- top-1 differs"
             columns = f"{p.position:>4} {p.golden_token:>7} {p.ours_top1:>7} {p.hf_top1:>7}"
+            if logits and p.golden_logit is not None and p.ours_logit is not None:
+                diff = p.ours_logit - p.golden_logit
+                columns += f" {p.golden_logit:>12.5f} {p.ours_logit:>12.5f} {diff:>10.2e}"
             lines.append(f"{columns} {p.max_abs_logit_diff:>12.3e}{mark}")
         n = len(self.golden_tokens)
         lines += [

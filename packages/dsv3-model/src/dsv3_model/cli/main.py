@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dsv3_model.cli.run_commands",
     "dsv3_model.cli.demo_command",
     "dsv3_model.cli.shard_command",
+    "dsv3_model.cli.golden_command",
 )
 
 

@@ -70,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--tolerance", type=non_negative_float, default=1e-4, help="max |logit difference| allowed (fp32), >= 0"
     )
     ver.add_argument("--json", action="store_true")
+    ver.add_argument("--golden", type=Path, help="compare with this golden file (dsv3 golden) instead of transformers")
     ver.set_defaults(handler=_verify)
 
 
@@ -128,6 +129,10 @@ def _text_tokenizer(model_dir: Path | None) -> Any:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.golden is not None:
+        from dsv3_model.golden.compare import verify_golden_command
+
+        return verify_golden_command(args)
     cfg = load_config(args.model)
     if cfg.quantization_config is not None:
         raise UsageError(
