@@ -141,7 +141,8 @@ def xla_trace(session: nox.Session) -> None:
     dependencies; the test skips with its reason where torch_xla cannot be imported."""
     env = {"UV_CONSTRAINT": str(ROOT / "constraints" / "xla.txt"), "UV_PYTHON_DOWNLOADS": "never"}
     session.install("torch", "torch-xla", env=env)
-    session.install("--no-deps", *[str(ROOT / "packages" / f"dsv3-{name}") for name in PACKAGES], env=env)
+    local = [str(ROOT / "packages" / f"dsv3-{name}") for name in (*PACKAGES, "testing")]
+    session.install("--no-deps", *local, env=env)
     session.install("pydantic", "safetensors", "tqdm", "psutil", "pytest", env=env)
     session.run(
         "python", "-m", "pytest", "integration/xla", "-q", "-p", "no:cacheprovider", *session.posargs,

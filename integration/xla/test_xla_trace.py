@@ -24,25 +24,14 @@ metrics = pytest.importorskip("torch_xla.debug.metrics")
 from dsv3_config import ModelConfig, preset  # noqa: E402
 from dsv3_model.causal_lm import DeepseekForCausalLM  # noqa: E402
 from dsv3_model.random_init import init_random_weights  # noqa: E402
+from dsv3_testing.configs import v2_lite_like  # noqa: E402
 
 TOL = 1e-5
 STEPS = 16
 PROMPTS = ([3, 17, 5, 9, 11, 2, 7], [4, 8, 15, 16])
 CONFIGS: dict[str, ModelConfig] = {
     "tiny": preset("tiny"),
-    # V2-Lite-like: no q_lora, softmax scores, plain greedy top-k, two shared experts
-    "v2-lite-like": preset("tiny").replace(
-        model_type="deepseek_v2",
-        q_lora_rank=None,
-        topk_method="greedy",
-        scoring_func="softmax",
-        n_group=1,
-        topk_group=1,
-        norm_topk_prob=False,
-        routed_scaling_factor=1.0,
-        n_shared_experts=2,
-        num_nextn_predict_layers=0,
-    ),
+    "v2-lite-like": v2_lite_like(),
 }
 
 
