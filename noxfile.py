@@ -10,6 +10,7 @@ shared ENVIRONMENT.md: nox's default pip backend costs ~16 min for the six packa
 - `compat`: the published-config and transformers-saved parity suites under transformers 5.x.
 - `neuron_cpu` / `neuron_integration`: the NxDI adapter suites (integration/neuron/README.md).
 - `golden_torch29` (opt-in): a `dsv3 golden` file loads under torch 2.9 as NxDI reads it (docs/golden.md).
+- `xla_trace`: the plain model traced through torch_xla on a CPU (integration/xla), not a default session.
 
 Torch is pinned as `torch==2.13.0` in `constraints/ci.txt` (`UV_CONSTRAINT`), any build: on a machine
 whose pip is configured with a local wheel folder (a CPU build, `2.13.0+cpu`), uv, which does not read
@@ -145,6 +146,22 @@ def compat(session: nox.Session) -> None:
     session.install(*local, "transformers>=5", "pytest", env=env)
     tests = ROOT / "packages" / "dsv3-model" / "tests"
     _pytest(session, str(tests / "test_model_published_configs.py"), str(tests / "test_model_hf_saved.py"))
+
+
+@nox.session(python="3.11")
+def xla_trace(session: nox.Session) -> None:
+    """torch 2.9 + torch_xla 2.9 from PyPI (the Neuron SDK 2.28 pin; `constraints/xla.txt`) in its own venv:
+    about 3 min and 7 GB cold (PyPI's torch 2.9 is the CUDA build), then the dsv3 packages without
+    dependencies; the test skips with its reason where torch_xla cannot be imported."""
+    env = {"UV_CONSTRAINT": str(ROOT / "constraints" / "xla.txt"), "UV_PYTHON_DOWNLOADS": "never"}
+    session.install("torch", "torch-xla", env=env)
+    local = [str(ROOT / "packages" / f"dsv3-{name}") for name in (*PACKAGES, "testing")]
+    session.install("--no-deps", *local, env=env)
+    session.install("pydantic", "safetensors", "tqdm", "psutil", "pytest", env=env)
+    session.run(
+        "python", "-m", "pytest", "integration/xla", "-q", "-p", "no:cacheprovider", *session.posargs,
+        env={"PJRT_DEVICE": "CPU"},
+    )
 
 
 @nox.session(python="3.11")

@@ -100,7 +100,7 @@ def run(cfg: ModelConfig, contexts: list[int], warmup: int, reps: int) -> list[d
         attn = hf_attention(cfg, seed=0)
         attn.config._attn_implementation = implementation
         impls[f"hf-{implementation}"] = attn
-    # the projections dsv3-model injects (FewRowLinear: a decode step streams each weight on every core)
+    # the projections dsv3-model builds (plain nn.Linear, as both packages' default factories)
     ours = MultiHeadLatentAttention(cfg, linear_factory=default_linear_factory)
     ours.load_state_dict(impls["hf-eager"].state_dict(), strict=True)
     ours.eval()

@@ -5,6 +5,9 @@ case: prefill tokens/s (256 tokens), decode tokens/s (64 tokens after the prompt
 bytes per token, and achieved memory bandwidth = (weights read per token + cache read per token) x
 decode tokens/s, against the machine's measured read bandwidth (the floor).
 
+`ours` is the eager model (what `generate` runs by default), `ours-compiled` the same with
+`compile_decode=True` (compile time excluded: `median_seconds` warms up first).
+
 Usage: python benchmarks/bench_model.py --out FILE.json [--quick]
 """
 
@@ -30,7 +33,7 @@ def _models(dtype: torch.dtype, impl: str):
     from dsv3_model.random_init import init_random_weights
 
     cfg = preset("medium")
-    if impl == "ours":
+    if impl.startswith("ours"):
         model = DeepseekForCausalLM(cfg).eval()
         init_random_weights(model, seed=0)
         model = model.to(dtype)
@@ -47,15 +50,17 @@ def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int) -> dic
     cfg, model, counts = _models(dtype, impl)
     ids = torch.randint(0, cfg.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        if impl == "ours":
+        if impl.startswith("ours"):
             from dsv3_model.generation import generate
+
+            compiled = impl == "ours-compiled"  # the decode step under torch.compile, compiled in the warm-up
 
             def prefill() -> object:
                 caches = model.new_cache(1, prompt_len)
                 return model(ids, None, caches, None)
 
             def full() -> object:
-                return generate(model, [ids[0].tolist()], new_tokens)
+                return generate(model, [ids[0].tolist()], new_tokens, compile_decode=compiled)
 
             cache_bytes = cfg.latent_cache_width * cfg.num_hidden_layers * dtype.itemsize
         else:
@@ -110,7 +115,7 @@ def main() -> int:
     bandwidth = measured_read_bandwidth()
     records = [record(BENCH, "machine", "memory", "read_bandwidth", bandwidth / 1e9, "GB/s")]
     for dtype_name in ("float32", "bfloat16"):
-        for impl in ("ours", "transformers"):
+        for impl in ("ours", "ours-compiled", "transformers"):
             out = subprocess.run(
                 [sys.executable, __file__, "--child", impl, dtype_name, *(["--quick"] if args.quick else [])],
                 check=True,

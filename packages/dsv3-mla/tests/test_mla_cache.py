@@ -34,8 +34,21 @@ def test_write_in_place_at_per_row_positions() -> None:
     torch.testing.assert_close(buffer[1, 3:5], entries[1, :2], rtol=0, atol=0)
     assert buffer[1, 5].abs().sum() == 0  # the padding token left its slot untouched
     assert cache.lengths_B.tolist() == [3, 5]
-    with pytest.raises(ValueError, match="position_ids_BS"):
-        cache.write(torch.tensor([[6], [0]]), entries[:, :1], seq_lengths_B=torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match=r"position_ids_BS span 0\.\.6"):
+        cache.check_positions(torch.tensor([[6], [0]]))
+    cache.check_positions(torch.tensor([[5], [0]]))  # the last slot is a slot
+
+
+def test_visibility_spans_the_whole_buffer() -> None:
+    """Hand-computed: row 0 holds 3 slots, row 1 holds 5; a query sees t <= position and t < length."""
+    cache = LatentCache.empty(CONFIGS["tiny"], 2, 6, dtype=torch.float32)
+    cache.lengths_B.copy_(torch.tensor([3, 5]))
+    visible = cache.visibility(torch.tensor([[1, 2], [4, 9]]))
+    assert visible.shape == (2, 2, 6)
+    assert visible.int().tolist() == [
+        [[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]],
+        [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 0]],
+    ]
 
 
 def test_cache_holds_normalized_latent_and_rotated_k_pe_as_transformers() -> None:

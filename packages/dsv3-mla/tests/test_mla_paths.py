@@ -64,5 +64,5 @@ def test_bad_inputs_raise() -> None:
         mla(hidden, torch.arange(2)[None], path="fast")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="position_ids_BS"):
         mla(hidden, torch.arange(3)[None])
-    with pytest.raises(ValueError, match="position_ids_BS"):
-        mla(hidden, torch.arange(2)[None], LatentCache.empty(cfg, 1, 1, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"position_ids_BS span 0\.\.1"):  # checked where positions enter
+        LatentCache.empty(cfg, 1, 1, dtype=torch.float32).check_positions(torch.arange(2)[None])

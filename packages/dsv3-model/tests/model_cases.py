@@ -9,6 +9,7 @@ import torch
 from dsv3_config import ModelConfig, preset
 from dsv3_model.causal_lm import DeepseekForCausalLM
 from dsv3_model.state_dict_map import fill_model
+from dsv3_testing.configs import v2_lite_like
 
 
 def model_configs() -> dict[str, ModelConfig]:
@@ -16,18 +17,7 @@ def model_configs() -> dict[str, ModelConfig]:
     return {
         "tiny": tiny,
         # V2-Lite-like: no q_lora, softmax scores, plain greedy top-k, transformers' DeepseekV2 classes
-        "v2-lite-like": tiny.replace(
-            model_type="deepseek_v2",
-            q_lora_rank=None,
-            topk_method="greedy",
-            scoring_func="softmax",
-            n_group=1,
-            topk_group=1,
-            norm_topk_prob=False,
-            routed_scaling_factor=1.0,
-            n_shared_experts=2,
-            num_nextn_predict_layers=0,
-        ),
+        "v2-lite-like": v2_lite_like(),
         # Kimi-K2-like: a single expert group (n_group 1)
         "kimi-like": tiny.replace(n_group=1, topk_group=1, n_routed_experts=24, num_experts_per_tok=6),
         # the published V3 YaRN block: factor 40 over 4096 original positions

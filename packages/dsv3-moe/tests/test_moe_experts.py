@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dsv3_moe import GroupedExperts
-from dsv3_moe.experts import _decode_sized, _grouped_mm_applies, _one_token_applies
+from dsv3_moe.experts import _grouped_mm_applies, static_swiglu
 
 E, H, INTER, K, T = 8, 16, 12, 3, 10
 
@@ -38,32 +38,27 @@ def closed_form(experts: GroupedExperts, hidden: torch.Tensor, idx: torch.Tensor
 
 
 def run_path(path: str, experts: GroupedExperts, *args: torch.Tensor) -> torch.Tensor:
-    """`grouped_mm`: inference (no grad) over many rows per expert, two `F.grouped_mm` calls; `decode`:
-    inference over few rows per expert, the active loop of `few_row_linear` products; `one_token`: one
-    token, blocked products per chosen expert accumulated in place; `loop`: with autograd, the active loop
-    of `F.linear`."""
-    hidden, idx = args[0], args[1]
-    _, counts = idx.reshape(-1).sort(stable=True).values.unique_consecutive(return_counts=True)
-    if path == "one_token":
+    """`grouped_mm`: eager inference, two `F.grouped_mm` calls; `static_pairs` / `static_dense`: the static
+    computation (compilers, tracers) with T*K <= E (per-pair gathered experts) or more pairs (every local
+    expert); `autograd`: with gradients, which also runs the static computation."""
+    hidden, idx, weight = args
+    if path == "grouped_mm":
+        if not hasattr(F, "grouped_mm"):
+            pytest.skip("this torch has no F.grouped_mm; the static path is the one in use")
         with torch.no_grad():
-            assert hidden.shape[0] == 1
-            assert _one_token_applies(hidden, experts.gate_up_proj, experts.down_proj)
+            assert _grouped_mm_applies(hidden, experts.gate_up_proj, experts.down_proj)
             return experts(*args)
-    if path in ("grouped_mm", "decode"):
+    if path.startswith("static"):
+        assert (hidden.shape[0] * K <= E) == (path == "static_pairs")
         with torch.no_grad():
-            assert _decode_sized(counts, hidden) == (path == "decode")
-            if path == "grouped_mm":
-                if not hasattr(F, "grouped_mm"):
-                    pytest.skip("this torch has no F.grouped_mm; the loop path is the one in use")
-                assert _grouped_mm_applies(hidden, experts.gate_up_proj, experts.down_proj)
-            return experts(*args)
+            return static_swiglu(hidden, idx, weight, experts.gate_up_proj, experts.down_proj)
     with torch.enable_grad():
-        assert not _grouped_mm_applies(args[0], experts.gate_up_proj, experts.down_proj)
+        assert not _grouped_mm_applies(hidden, experts.gate_up_proj, experts.down_proj)
         return experts(*args).detach()
 
 
-PATHS = ["grouped_mm", "decode", "one_token", "loop"]
-TOKENS = {"grouped_mm": 4 * T, "decode": 2, "one_token": 1, "loop": T}  # 15, 1, 1 and 3.75 rows per expert
+PATHS = ["grouped_mm", "static_pairs", "static_dense", "autograd"]
+TOKENS = {"grouped_mm": 4 * T, "static_pairs": 2, "static_dense": T, "autograd": T}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -77,8 +72,8 @@ def test_matches_closed_form(path: str) -> None:
 
 @pytest.mark.parametrize("path", PATHS)
 def test_idle_experts_are_never_computed(path: str) -> None:
-    """Idle experts' weights are NaN: any dense or all-expert computation (even times a zero weight) would
-    leak NaN into the output."""
+    """Idle experts' weights are NaN: any computation that multiplies their outputs (even by a zero weight)
+    would leak NaN into the output; the dense static form selects instead."""
     experts, hidden, idx, weight = make_inputs(1, TOKENS[path])
     idx = idx % 4  # only experts 0..3 are used (duplicates within a token are fine for the math)
     with torch.no_grad():
@@ -88,7 +83,7 @@ def test_idle_experts_are_never_computed(path: str) -> None:
     torch.testing.assert_close(run_path(path, experts, hidden, idx, weight), want, rtol=0, atol=1e-5)
 
 
-def test_loop_path_is_differentiable() -> None:
+def test_autograd_path_is_differentiable() -> None:
     experts, hidden, idx, weight = make_inputs(5)
     hidden.requires_grad_(True)
     experts(hidden, idx, weight).square().sum().backward()
@@ -98,18 +93,21 @@ def test_loop_path_is_differentiable() -> None:
 
 
 @pytest.mark.parametrize("tokens", [T, 1])
-@torch.no_grad()
-def test_local_expert_ranges_sum_to_the_whole(tokens: int) -> None:
+@pytest.mark.parametrize("grad", [False, True])  # eager grouped_mm, and the static form (autograd)
+def test_local_expert_ranges_sum_to_the_whole(tokens: int, grad: bool) -> None:
     experts, hidden, idx, weight = make_inputs(2, tokens)
-    want = experts(hidden, idx, weight)
+    with torch.no_grad():
+        want = experts(hidden, idx, weight)
     for ep_size in (2, 4):
         per_rank = E // ep_size
         total = torch.zeros(tokens, H)
         for rank in range(ep_size):
             local = GroupedExperts(E, H, INTER, ep_rank=rank, ep_size=ep_size)
-            local.gate_up_proj.copy_(experts.gate_up_proj[rank * per_rank : (rank + 1) * per_rank])
-            local.down_proj.copy_(experts.down_proj[rank * per_rank : (rank + 1) * per_rank])
-            part = local(hidden, idx, weight)
+            with torch.no_grad():
+                local.gate_up_proj.copy_(experts.gate_up_proj[rank * per_rank : (rank + 1) * per_rank])
+                local.down_proj.copy_(experts.down_proj[rank * per_rank : (rank + 1) * per_rank])
+            with torch.set_grad_enabled(grad):
+                part = local(hidden, idx, weight).detach()
             elsewhere = ((idx < rank * per_rank) | (idx >= (rank + 1) * per_rank)).all(dim=1)
             assert bool((part[elsewhere] == 0).all())  # tokens routed entirely elsewhere: exactly zero
             total += part
@@ -129,7 +127,7 @@ def test_no_tokens_and_no_local_pairs() -> None:
 def test_bf16_in_bf16_out() -> None:
     """bf16 experts return bf16, close to the fp32 closed form over the same bf16-rounded weights: 2% covers
     the bf16 roundings (2^-8 each) of the matmul outputs and the activation; the weighted sum is fp32.
-    (Intermediate size 12 in bf16 is 24 bytes, not 16-byte aligned: this runs the active-expert loop.)"""
+    (Intermediate size 12 in bf16 is 24 bytes, not 16-byte aligned: this runs the static computation.)"""
     experts, hidden, idx, weight = make_inputs(4)
     experts_bf16 = GroupedExperts(E, H, INTER).to(torch.bfloat16)
     experts_bf16.load_state_dict(experts.state_dict())

@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from dsv3_config import ModelConfig
-from dsv3_mla.attention_math import absorbed_attention, choose_path, expanded_attention, visibility_mask
+from dsv3_mla.attention_math import (
+    AttentionPath,
+    absorbed_attention,
+    choose_path,
+    expanded_attention,
+    visibility_mask,
+)
 from dsv3_mla.cache import LatentCache
 from dsv3_mla.linear import LinearFactory, default_linear_factory
 from dsv3_mla.norm import RMSNorm
@@ -72,34 +78,37 @@ class MultiHeadLatentAttention(nn.Module):
         seq_lengths_B: torch.Tensor | None = None,
         path: PathChoice = "auto",
     ) -> torch.Tensor:
-        """Attention output [B, S, hidden] (partial over ranks when sharded).
+        """Attention output [B, S, hidden] (partial over ranks when sharded): `project`, then `attend`, then
+        `output`, over the cache or over this call's tokens.
 
         With a cache, this call's latents are written first, then every token attends to its row's
-        cached slots `0..position` (prefill, chunked prefill and decode alike). Without one, tokens
-        attend within the call. `path` "auto" applies `choose_path`.
+        cached slots `0..position`, masked over the whole preallocated buffer (prefill, chunked prefill
+        and decode alike: the shapes depend only on the call and the buffer, never on the cached lengths).
+        Positions must lie in the cache (`LatentCache.check_positions`, done once where ids enter: the
+        write itself checks nothing, so that it traces). Without a cache, tokens attend within the call.
+        `path` "auto" applies `choose_path` to the static shapes.
         """
         batch, seq, _ = hidden_BSD.shape
         if position_ids_BS.shape != (batch, seq):
             raise ValueError(f"position_ids_BS {tuple(position_ids_BS.shape)} must be [B, S] = {(batch, seq)}")
         if path not in ("auto", "absorbed", "expanded"):
             raise ValueError(f"path must be 'auto', 'absorbed' or 'expanded', got {path!r}")
-        cos_BSr, sin_BSr = self.rotary_emb(position_ids_BS)
-        q_nope_BSHn, q_pe_BSHr, kv_BSC = self._project(hidden_BSD, cos_BSr, sin_BSr)
-        visible_BST, kv_BTC = self._keys(position_ids_BS, kv_BSC, cache, seq_lengths_B)
-        chosen = choose_path(self.cfg, seq, kv_BTC.shape[1]) if path == "auto" else path
-        if chosen == "absorbed":
-            o_BSHv = absorbed_attention(
-                q_nope_BSHn, q_pe_BSHr, kv_BTC, self._kv_b_weight_HXc(), visible_BST, self.softmax_scale
-            )
+        q_nope_BSHn, q_pe_BSHr, kv_BSC = self.project(hidden_BSD, position_ids_BS)
+        if cache is None:
+            visible_BST, kv_BTC = self_visibility(position_ids_BS, seq_lengths_B), kv_BSC
         else:
-            o_BSHv = self._expanded(q_nope_BSHn, q_pe_BSHr, kv_BTC, visible_BST)
-        return self.o_proj(o_BSHv.reshape(batch, seq, self.num_local_heads * self.cfg.v_head_dim))
+            cache.write(position_ids_BS, kv_BSC, seq_lengths_B)
+            visible_BST, kv_BTC = cache.visibility(position_ids_BS), cache.buffer_BTC
+        chosen = choose_path(self.cfg, seq, kv_BTC.shape[1]) if path == "auto" else path
+        return self.output(self.attend(q_nope_BSHn, q_pe_BSHr, kv_BTC, visible_BST, chosen))
 
-    def _project(
-        self, hidden_BSD: torch.Tensor, cos_BSr: torch.Tensor, sin_BSr: torch.Tensor
+    def project(
+        self, hidden_BSD: torch.Tensor, position_ids_BS: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(q_nope, rotated q_pe, this call's cache entries `[kv_a_layernorm(c_kv) | rotated k_pe]`)."""
+        """Step 1: `(q_nope_BSHn, rotated q_pe_BSHr, kv_BSC)`, the last being this call's cache entries
+        `[kv_a_layernorm(c_kv) | rotated k_pe]` (what a cache stores, in any backend's layout)."""
         cfg = self.cfg
+        cos_BSr, sin_BSr = self.rotary_emb(position_ids_BS)
         if cfg.q_lora_rank is None:
             q_BSX = self.q_proj(hidden_BSD)
         else:
@@ -112,38 +121,21 @@ class MultiHeadLatentAttention(nn.Module):
         kv_BSC = torch.cat([self.kv_a_layernorm(c_kv_BSc), pe_BSXr[:, :, -1, :]], dim=-1)
         return q_nope_BSHn, pe_BSXr[:, :, :-1, :], kv_BSC
 
-    def _keys(
-        self,
-        position_ids_BS: torch.Tensor,
-        kv_BSC: torch.Tensor,
-        cache: LatentCache | None,
-        seq_lengths_B: torch.Tensor | None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(visible_BST, kv_BTC): the keys each query may see, over the cache's used slots or this call's tokens;
-        `visible_BST` None when every query sees every slot."""
-        batch, seq = position_ids_BS.shape
-        if cache is None:
-            if seq_lengths_B is None:
-                valid_BT = torch.ones(batch, seq, dtype=torch.bool, device=kv_BSC.device)
-            else:
-                valid_BT = torch.arange(seq, device=kv_BSC.device)[None, :] < seq_lengths_B[:, None]
-            return visibility_mask(position_ids_BS, position_ids_BS, valid_BT), kv_BSC
-        cache.write(position_ids_BS, kv_BSC, seq_lengths_B)
-        used = int(cache.lengths_B.max())
-        # Slot t is visible iff t <= position and t < the row's length: one comparison against the smaller.
-        limit_BS1 = torch.minimum(position_ids_BS + 1, cache.lengths_B[:, None])[..., None]
-        if int(limit_BS1.min()) >= used:  # every query sees every used slot (decode of equal-length rows)
-            return None, cache.buffer_BTC[:, :used]
-        visible_BST = torch.arange(used, device=kv_BSC.device) < limit_BS1
-        return visible_BST, cache.buffer_BTC[:, :used]
-
-    def _expanded(
+    def attend(
         self,
         q_nope_BSHn: torch.Tensor,
         q_pe_BSHr: torch.Tensor,
         kv_BTC: torch.Tensor,
         visible_BST: torch.Tensor | None,
+        path: AttentionPath,
     ) -> torch.Tensor:
+        """Step 2: `o_BSHv` over the latent view `kv_BTC` (any T slots: a whole cache buffer, a backend's
+        `[prior | new]` concatenation) and its mask (`visible_BST` None: every slot visible), in the
+        given form (`choose_path` picks one from the shapes)."""
+        if path == "absorbed":
+            return absorbed_attention(
+                q_nope_BSHn, q_pe_BSHr, kv_BTC, self.kv_b_weight_HXc(), visible_BST, self.softmax_scale
+            )
         c, n = self.cfg.kv_lora_rank, self.cfg.qk_nope_head_dim
         kv_BTHX = self.kv_b_proj(kv_BTC[..., :c]).unflatten(-1, (self.num_local_heads, n + self.cfg.v_head_dim))
         k_nope_BTHn, v_BTHv = kv_BTHX.split([n, self.cfg.v_head_dim], dim=-1)
@@ -151,7 +143,13 @@ class MultiHeadLatentAttention(nn.Module):
             q_nope_BSHn, q_pe_BSHr, k_nope_BTHn, kv_BTC[..., c:], v_BTHv, visible_BST, self.softmax_scale
         )
 
-    def _kv_b_weight_HXc(self) -> torch.Tensor:
+    def output(self, o_BSHv: torch.Tensor) -> torch.Tensor:
+        """Step 3: `o_proj` over the heads, [B, S, hidden] (a partial sum over ranks when sharded)."""
+        batch, seq = o_BSHv.shape[:2]
+        return self.o_proj(o_BSHv.reshape(batch, seq, self.num_local_heads * self.cfg.v_head_dim))
+
+    def kv_b_weight_HXc(self) -> torch.Tensor:
+        """`kv_b_proj.weight` viewed [H, qk_nope + v, kv_lora_rank], as the absorbed form reads it."""
         weight = self.kv_b_proj.weight
         expected = (self.num_local_heads * (self.cfg.qk_nope_head_dim + self.cfg.v_head_dim), self.cfg.kv_lora_rank)
         if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != expected:
@@ -159,3 +157,14 @@ class MultiHeadLatentAttention(nn.Module):
                 f"absorbed path needs kv_b_proj.weight of shape {expected} (local heads), got {weight!r:.80}"
             )
         return weight.view(self.num_local_heads, -1, self.cfg.kv_lora_rank)
+
+
+def self_visibility(position_ids_BS: torch.Tensor, seq_lengths_B: torch.Tensor | None) -> torch.Tensor:
+    """[B, S, S] mask for attention within one call: causal by position, padding tokens (index >=
+    `seq_lengths_B`) hidden."""
+    batch, seq = position_ids_BS.shape
+    if seq_lengths_B is None:
+        valid_BT = torch.ones(batch, seq, dtype=torch.bool, device=position_ids_BS.device)
+    else:
+        valid_BT = torch.arange(seq, device=position_ids_BS.device)[None, :] < seq_lengths_B[:, None]
+    return visibility_mask(position_ids_BS, position_ids_BS, valid_BT)

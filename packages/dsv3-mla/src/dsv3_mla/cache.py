@@ -70,9 +70,10 @@ class LatentCache:
     def write(
         self, position_ids_BS: torch.Tensor, entries_BSC: torch.Tensor, seq_lengths_B: torch.Tensor | None = None
     ) -> None:
-        """Store `entries_BSC` at slots `position_ids_BS` in place; extend `lengths_B` by the real tokens.
+        """Store `entries_BSC` at slots `position_ids_BS` in place; extend `lengths_B` (in place) by the real tokens.
 
-        `seq_lengths_B` None means every token is real (decode; unpadded prefill).
+        `seq_lengths_B` None means every token is real (decode; unpadded prefill). The positions are not
+        checked here (a check is a host sync, which breaks a traced step): see `check_positions`.
         """
         batch, seq = position_ids_BS.shape
         if entries_BSC.shape != (batch, seq, self.buffer_BTC.shape[-1]) or batch != self.buffer_BTC.shape[0]:
@@ -80,23 +81,32 @@ class LatentCache:
                 f"LatentCache.write: entries {tuple(entries_BSC.shape)} / positions {tuple(position_ids_BS.shape)} "
                 f"do not fit the cache {tuple(self.buffer_BTC.shape)}"
             )
-        lowest, highest = (int(bound) for bound in torch.aminmax(position_ids_BS))
-        if lowest < 0 or highest >= self.max_len:
-            raise ValueError(
-                f"LatentCache.write: position_ids_BS span {lowest}..{highest}, "
-                f"outside the cache's 0..{self.max_len - 1}"
-            )
         rows_B1 = torch.arange(batch, device=position_ids_BS.device)[:, None]
         entries_BSC = entries_BSC.to(self.buffer_BTC.dtype)
         if seq_lengths_B is None:
             self.buffer_BTC[rows_B1, position_ids_BS] = entries_BSC
-            self.lengths_B = torch.maximum(self.lengths_B, position_ids_BS.amax(dim=1) + 1)
+            self.lengths_B.copy_(torch.maximum(self.lengths_B, position_ids_BS.amax(dim=1) + 1))
             return
         real_BS = torch.arange(seq, device=position_ids_BS.device)[None, :] < seq_lengths_B[:, None]
         kept_BSC = self.buffer_BTC[rows_B1, position_ids_BS]
         self.buffer_BTC[rows_B1, position_ids_BS] = torch.where(real_BS[..., None], entries_BSC, kept_BSC)
         ends_B = torch.where(real_BS, position_ids_BS + 1, 0).amax(dim=1)
-        self.lengths_B = torch.maximum(self.lengths_B, ends_B)
+        self.lengths_B.copy_(torch.maximum(self.lengths_B, ends_B))
+
+    def check_positions(self, position_ids_BS: torch.Tensor) -> None:
+        """Raise ValueError unless every position has a slot. A host sync: call it once where positions
+        enter (eagerly), not inside a traced or compiled step (`write` trusts its positions)."""
+        lowest, highest = (int(bound) for bound in torch.aminmax(position_ids_BS))
+        if lowest < 0 or highest >= self.max_len:
+            raise ValueError(
+                f"LatentCache: position_ids_BS span {lowest}..{highest}, outside the cache's 0..{self.max_len - 1}"
+            )
+
+    def visibility(self, position_ids_BS: torch.Tensor) -> torch.Tensor:
+        """[B, S, T] mask over the whole buffer: slot t is visible to a query iff t <= its position and
+        t < its row's length (after this call's write). Static shape, no host sync."""
+        limit_BS1 = torch.minimum(position_ids_BS + 1, self.lengths_B[:, None])[..., None]
+        return torch.arange(self.max_len, device=position_ids_BS.device) < limit_BS1
 
     def reset(self) -> None:
         self.buffer_BTC.zero_()

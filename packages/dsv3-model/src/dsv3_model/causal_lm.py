@@ -20,13 +20,13 @@ from torch import nn
 from dsv3_config import LayerKind, ModelConfig
 from dsv3_mla import LatentCache, MultiHeadLatentAttention, RMSNorm
 from dsv3_model.decoder_layer import DecoderLayer, MultiTokenPredictionLayer
-from dsv3_moe import FewRowLinear, SwiGLUMLP, build_deepseek_moe, default_linear_factory
+from dsv3_moe import SwiGLUMLP, build_deepseek_moe
 
 
 def build_attention(cfg: ModelConfig) -> MultiHeadLatentAttention:
-    """MLA over `FewRowLinear` projections (dsv3-moe's default factory, the one the MLPs use), so a decode
-    step streams the attention weights on every core too."""
-    return MultiHeadLatentAttention(cfg, linear_factory=default_linear_factory)
+    """MLA over plain `nn.Linear` projections (dsv3-mla's default factory, the same layers dsv3-moe's
+    factory builds for the MLPs)."""
+    return MultiHeadLatentAttention(cfg)
 
 
 def build_mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
@@ -78,7 +78,7 @@ class DeepseekForCausalLM(nn.Module):
             raise ValueError("include_mtp=True but the config has num_nextn_predict_layers = 0")
         self.config = cfg
         self.model = DeepseekModel(cfg, include_mtp=include_mtp)
-        self.lm_head = FewRowLinear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
@@ -101,7 +101,24 @@ class DeepseekForCausalLM(nn.Module):
         caches: list[LatentCache] | None = None,
         seq_lengths_B: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits [B, S, V] (in the model dtype). Without a cache, tokens attend within the call."""
+        """Logits [B, S, V] (in the model dtype). Without a cache, tokens attend within the call.
+
+        The positions are checked against the cache here, where they enter, when running eagerly on a
+        CPU or CUDA device (a host sync); traced or compiled steps (`torch.compile`, torch_xla) trust them
+        (`step` skips the check), as every layer's cache write does."""
         if position_ids_BS is None:
             position_ids_BS = torch.arange(input_ids_BS.shape[1], device=input_ids_BS.device).expand_as(input_ids_BS)
+        if caches and not torch.compiler.is_compiling() and position_ids_BS.device.type in ("cpu", "cuda"):
+            caches[0].check_positions(position_ids_BS)
+        return self.step(input_ids_BS, position_ids_BS, caches, seq_lengths_B)
+
+    def step(
+        self,
+        input_ids_BS: torch.Tensor,
+        position_ids_BS: torch.Tensor,
+        caches: list[LatentCache] | None,
+        seq_lengths_B: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`forward` without the host-side position check: the traceable step (static shapes, no host
+        sync), for compilers and tracers; the caller guarantees the positions fit the caches."""
         return self.lm_head(self.model(input_ids_BS, position_ids_BS, caches, seq_lengths_B))

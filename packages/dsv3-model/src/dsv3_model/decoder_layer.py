@@ -20,7 +20,6 @@ from torch import nn
 
 from dsv3_config import ModelConfig
 from dsv3_mla import LatentCache, RMSNorm
-from dsv3_moe import FewRowLinear
 
 
 class DecoderLayer(nn.Module):
@@ -49,7 +48,7 @@ class SharedHead(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.head = FewRowLinear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
     def forward(self, hidden_BSD: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(hidden_BSD))
@@ -61,7 +60,7 @@ class MultiTokenPredictionLayer(DecoderLayer):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.eh_proj = FewRowLinear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.eh_proj = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
         self.shared_head = SharedHead(cfg)
 
     def predict(

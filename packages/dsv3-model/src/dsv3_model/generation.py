@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from dsv3_model.causal_lm import DeepseekForCausalLM
+from dsv3_model.compiled_decode import CompiledDecodeStep
 from dsv3_model.sampling import SamplingParams, make_generator, select_next
 
 
@@ -46,20 +47,25 @@ def generate(
     sampling: SamplingParams | None = None,
     eos_token_ids: Sequence[int] = (),
     keep_logits: bool = False,
+    compile_decode: bool = False,
 ) -> GenerationResult:
+    """Greedy or sampled generation on the model's device (inputs are made there). `compile_decode` runs
+    the decode steps through `CompiledDecodeStep` (torch.compile, static cache and shapes), compiled once."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     sampling = sampling or SamplingParams()
     generator = make_generator(sampling)
-    ids_BP, lengths_B = pad_prompts(prompts)
+    device = model.lm_head.weight.device
+    ids_BP, lengths_B = (t.to(device) for t in pad_prompts(prompts))
     batch = ids_BP.shape[0]
-    caches = model.new_cache(batch, int(lengths_B.max()) + max_new_tokens)
-    positions_BP = torch.arange(ids_BP.shape[1]).expand(batch, -1)
+    caches = model.new_cache(batch, ids_BP.shape[1] + max_new_tokens)
+    positions_BP = torch.arange(ids_BP.shape[1], device=device).expand(batch, -1)
+    decode_step = CompiledDecodeStep(model) if compile_decode else None
     logits_BPV = model(ids_BP, positions_BP, caches, lengths_B)
-    logits_BV = logits_BPV[torch.arange(batch), lengths_B - 1]
+    logits_BV = logits_BPV[torch.arange(batch, device=device), lengths_B - 1]
 
-    eos = torch.tensor(list(eos_token_ids), dtype=torch.int64)
-    finished_B = torch.zeros(batch, dtype=torch.bool)
+    eos = torch.tensor(list(eos_token_ids), dtype=torch.int64, device=device)
+    finished_B = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     kept: list[torch.Tensor] = []
     positions_B = lengths_B.clone()
@@ -73,7 +79,10 @@ def generate(
         finished_B |= torch.isin(next_B, eos)
         if bool(finished_B.all()) or step == max_new_tokens - 1:
             break
-        logits_BV = model(next_B[:, None], positions_B[:, None], caches, torch.ones_like(lengths_B))[:, 0]
+        if decode_step is not None:
+            logits_BV = decode_step(next_B, positions_B, caches)
+        else:
+            logits_BV = model(next_B[:, None], positions_B[:, None], caches, torch.ones_like(lengths_B))[:, 0]
         positions_B += 1
     step_logits = torch.stack(kept, dim=1) if kept else None
     return GenerationResult(tokens=tokens, step_logits_BNV=step_logits)
@@ -82,7 +91,8 @@ def generate(
 @torch.inference_mode()
 def teacher_forced_logits(model: DeepseekForCausalLM, ids: Sequence[int]) -> torch.Tensor:
     """Logits [S, V] for one sequence in a single prefill (what `verify` compares position by position)."""
-    ids_1S = torch.tensor([list(ids)], dtype=torch.int64)
+    device = model.lm_head.weight.device
+    ids_1S = torch.tensor([list(ids)], dtype=torch.int64, device=device)
     caches = model.new_cache(1, ids_1S.shape[1])
-    positions_1S = torch.arange(ids_1S.shape[1])[None]
-    return model(ids_1S, positions_1S, caches, torch.tensor([ids_1S.shape[1]]))[0]
+    positions_1S = torch.arange(ids_1S.shape[1], device=device)[None]
+    return model(ids_1S, positions_1S, caches, torch.tensor([ids_1S.shape[1]], device=device))[0]

@@ -2,8 +2,7 @@
 grouped routed experts over stacked weights, SwiGLU shared experts and dense MLP, their shard plan, and
 the stacking of HF's per-expert tensors as data."""
 
-from dsv3_moe.experts import GroupedExperts, grouped_swiglu
-from dsv3_moe.few_row_linear import FEW_ROWS, FewRowLinear, few_row_linear
+from dsv3_moe.experts import GroupedExperts, grouped_swiglu, static_swiglu
 from dsv3_moe.mlp import LinearFactory, SwiGLUMLP, default_linear_factory
 from dsv3_moe.moe import DeepseekMoE, build_deepseek_moe
 from dsv3_moe.router import GroupLimitedRouter
@@ -12,11 +11,9 @@ from dsv3_moe.shard_plan import mlp_shard_plan, moe_shard_plan
 from dsv3_moe.stacking import ExpertStackingRule, expert_stacking_rules, load_hf_moe_state_dict
 
 __all__ = [
-    "FEW_ROWS",
     "NORM_EPS",
     "DeepseekMoE",
     "ExpertStackingRule",
-    "FewRowLinear",
     "GroupLimitedRouter",
     "GroupedExperts",
     "LinearFactory",
@@ -25,10 +22,10 @@ __all__ = [
     "build_deepseek_moe",
     "default_linear_factory",
     "expert_stacking_rules",
-    "few_row_linear",
     "grouped_swiglu",
     "load_hf_moe_state_dict",
     "mlp_shard_plan",
     "moe_shard_plan",
     "route",
+    "static_swiglu",
 ]

@@ -16,16 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsv3_moe.few_row_linear import FewRowLinear
-
 
 class LinearFactory(Protocol):
     def __call__(self, name: str, in_features: int, out_features: int, bias: bool) -> nn.Module: ...
 
 
 def default_linear_factory(name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
-    """Unsharded `FewRowLinear` (single device): `nn.Linear`'s parameters, decode-friendly products."""
-    return FewRowLinear(in_features, out_features, bias=bias)
+    """Plain, unsharded `nn.Linear` (single device), as dsv3-mla's: one reference path; a backend injects
+    its own layers (parallel, quantized, a CPU kernel) through the factory."""
+    return nn.Linear(in_features, out_features, bias=bias)
 
 
 class SwiGLUMLP(nn.Module):

@@ -24,7 +24,7 @@ from neuronx_distributed.parallel_layers.layers import ColumnParallelLinear, Row
 from torch import nn
 
 from dsv3_config import REPLICATED, ModelConfig, ShardPlan
-from dsv3_mla import LinearFactory, MultiHeadLatentAttention, absorbed_attention, choose_path, mla_shard_plan
+from dsv3_mla import LinearFactory, MultiHeadLatentAttention, choose_path, mla_shard_plan
 
 
 def nxd_linear_factory(plan: ShardPlan, dtype: torch.dtype) -> LinearFactory:
@@ -44,7 +44,10 @@ def nxd_linear_factory(plan: ShardPlan, dtype: torch.dtype) -> LinearFactory:
 
 
 class NeuronLatentAttention(MultiHeadLatentAttention):
-    """MLA with NxD parallel linears and NxDI's cache protocol; HF submodule names, so HF keys load as is."""
+    """MLA with NxD parallel linears and NxDI's cache protocol; HF submodule names, so HF keys load as is.
+
+    Its forward composes dsv3-mla's public steps (`project`, `attend`, `output`) around NxDI's cache:
+    only the latent view and the mask are NxDI's."""
 
     def __init__(self, cfg: ModelConfig, *, tp_degree: int, dtype: torch.dtype) -> None:
         super().__init__(cfg, linear_factory=nxd_linear_factory(mla_shard_plan(cfg), dtype), tp_size=tp_degree)
@@ -58,21 +61,14 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """(o_proj output [B, S, D_model] reduced over tp, (c_kv [B, 1, S, c], k_pe [B, 1, S, r]) to cache)."""
         batch, seq, _ = hidden_BSD.shape
-        cos_BSr, sin_BSr = self.rotary_emb(position_ids_BS)
-        q_nope_BSHn, q_pe_BSHr, new_BSC = self._project(hidden_BSD, cos_BSr, sin_BSr)
+        q_nope_BSHn, q_pe_BSHr, new_BSC = self.project(hidden_BSD, position_ids_BS)
         if past_key_value is None:
             kv_BTC, visible_BST = new_BSC, attention_mask[:, 0].to(torch.bool).expand(batch, seq, seq)
             path = choose_path(self.cfg, seq, seq)
         else:
             kv_BTC, visible_BST = self._with_prior(new_BSC, past_key_value, attention_mask)
             path = "absorbed"
-        if path == "absorbed":
-            o_BSHv = absorbed_attention(
-                q_nope_BSHn, q_pe_BSHr, kv_BTC, self._kv_b_weight_HXc(), visible_BST, self.softmax_scale
-            )
-        else:
-            o_BSHv = self._expanded(q_nope_BSHn, q_pe_BSHr, kv_BTC, visible_BST)
-        out_BSD = self.o_proj(o_BSHv.reshape(batch, seq, self.num_local_heads * self.cfg.v_head_dim))
+        out_BSD = self.output(self.attend(q_nope_BSHn, q_pe_BSHr, kv_BTC, visible_BST, path))
         c_kv_BSc, k_pe_BSr = new_BSC.split([self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim], dim=-1)
         return out_BSD, (c_kv_BSc[:, None], k_pe_BSr[:, None])
 

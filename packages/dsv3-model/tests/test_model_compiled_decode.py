@@ -1,0 +1,80 @@
+"""The decode step under `torch.compile(fullgraph=True)` on CPU: no graph break (fullgraph raises on one),
+no recompile over 16 steps (dynamo's recompile counter, and `error_on_recompile`), one graph, and logits
+within 1e-5 of the eager model (fp32, same weights, same op order up to inductor's fusion) on `tiny` and
+the V2-Lite-like config; `generate(compile_decode=True)` yields the eager tokens.
+
+Reference: the eager model, whose logits the HF parity suite ties to transformers.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+from model_cases import model_configs
+
+from dsv3_model.causal_lm import DeepseekForCausalLM
+from dsv3_model.compiled_decode import CompiledDecodeStep
+from dsv3_model.generation import generate
+from dsv3_model.random_init import init_random_weights
+
+TOL = 1e-5
+STEPS = 16
+PROMPTS = ([3, 17, 5, 9, 11, 2, 7], [4, 8, 15, 16])
+
+
+def tiny_model(name: str) -> DeepseekForCausalLM:
+    model = DeepseekForCausalLM(model_configs()[name]).eval()
+    init_random_weights(model, seed=3)
+    return model
+
+
+def decode_logits(model: DeepseekForCausalLM, step_fn) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Padded prefill of PROMPTS (eager), then STEPS greedy steps through `step_fn`; logits [B, STEPS, V]."""
+    lengths_B = torch.tensor([len(p) for p in PROMPTS])
+    ids_BP = torch.zeros(len(PROMPTS), int(lengths_B.max()), dtype=torch.int64)
+    for row, prompt in enumerate(PROMPTS):
+        ids_BP[row, : len(prompt)] = torch.tensor(prompt)
+    caches = model.new_cache(len(PROMPTS), ids_BP.shape[1] + STEPS)
+    logits_BPV = model(ids_BP, torch.arange(ids_BP.shape[1]).expand_as(ids_BP), caches, lengths_B)
+    logits_BV = logits_BPV[torch.arange(len(PROMPTS)), lengths_B - 1]
+    positions_B, steps = lengths_B.clone(), []
+    for _ in range(STEPS):
+        logits_BV = step_fn(logits_BV.argmax(dim=-1), positions_B, caches)
+        steps.append(logits_BV)
+        positions_B += 1
+    return torch.stack(steps, dim=1)
+
+
+@pytest.mark.slow  # compiles (about 20-40 s each on 2 cores)
+@pytest.mark.parametrize("name", ["tiny", "v2-lite-like"])
+@torch.inference_mode()
+def test_compiled_decode_compiles_once_and_matches_eager(name: str) -> None:
+    model = tiny_model(name)
+
+    def eager(next_B: torch.Tensor, positions_B: torch.Tensor, caches: list) -> torch.Tensor:  # type: ignore[type-arg]
+        return model(next_B[:, None], positions_B[:, None], caches, torch.ones_like(positions_B))[:, 0]
+
+    want = decode_logits(model, eager)
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        got = decode_logits(model, CompiledDecodeStep(model))
+    assert not counters["graph_break"]
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["recompiles"]
+    assert float(want.abs().max()) > 0.1  # non-trivial logits
+    torch.testing.assert_close(got, want, rtol=0, atol=TOL)
+
+
+@pytest.mark.slow
+def test_generate_compiled_yields_the_eager_tokens() -> None:
+    model = tiny_model("tiny")
+    torch._dynamo.reset()
+    eager = generate(model, PROMPTS, max_new_tokens=STEPS, keep_logits=True)
+    compiled = generate(model, PROMPTS, max_new_tokens=STEPS, keep_logits=True, compile_decode=True)
+    assert compiled.tokens == eager.tokens
+    assert eager.step_logits_BNV is not None
+    assert compiled.step_logits_BNV is not None
+    torch.testing.assert_close(compiled.step_logits_BNV, eager.step_logits_BNV, rtol=0, atol=TOL)
