@@ -12,7 +12,7 @@ forcing); four of its parts are swapped for stand-ins that fetch the real module
   `grouped_swiglu` with the ids renumbered 0..A-1. The renumbering is monotone, so the stable sort,
   the runs of rows, the per-expert products and the accumulation order are exactly those of the
   in-memory `GroupedExperts` over all experts: the output is bit-identical.
-- `lm_head` -> `StreamedHead`: the real `FewRowLinear`, from the cache.
+- `lm_head` -> `StreamedHead`: the real `nn.Linear` (as `DeepseekForCausalLM.lm_head`), from the cache.
 
 Memory: the cache holds at most `capacity` bytes of layers, experts and head; the experts of one MoE
 call are stacked into a buffer of at most `expert_stack_bytes` (when the chosen experts do not fit,
@@ -38,7 +38,7 @@ from dsv3_model.golden.progress import NoProgress, RunProgress
 from dsv3_model.golden.source import CountingSource
 from dsv3_model.golden.weight_cache import WeightCache
 from dsv3_model.state_dict_map import StackedSource, checkpoint_sources, fill_model
-from dsv3_moe import DeepseekMoE, FewRowLinear, grouped_swiglu
+from dsv3_moe import DeepseekMoE, grouped_swiglu
 from dsv3_weights.errors import CheckpointError
 
 EMBED = "model.embed_tokens.weight"
@@ -102,7 +102,7 @@ class StreamedWeights:
     def head(self) -> nn.Module:
         cfg = self.cfg
         return self.module(
-            "lm_head", self.head_prefix, lambda: FewRowLinear(cfg.hidden_size, cfg.vocab_size, bias=False)
+            "lm_head", self.head_prefix, lambda: nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         )
 
     def norm(self) -> nn.Module:
@@ -238,7 +238,7 @@ class StreamedEmbedding(nn.Module):
 
 
 class StreamedHead(nn.Module):
-    """`lm_head(hidden) -> logits`, the cached `FewRowLinear`; one call ends one model step."""
+    """`lm_head(hidden) -> logits`, the cached `nn.Linear`; one call ends one model step."""
 
     def __init__(self, weights: StreamedWeights) -> None:
         super().__init__()
