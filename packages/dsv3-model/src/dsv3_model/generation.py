@@ -55,7 +55,7 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     sampling = sampling or SamplingParams()
     generator = make_generator(sampling)
-    device = model.lm_head.weight.device
+    device = model.model.norm.weight.device  # every variant holds it, streamed ones (golden) included
     ids_BP, lengths_B = (t.to(device) for t in pad_prompts(prompts))
     batch = ids_BP.shape[0]
     caches = model.new_cache(batch, ids_BP.shape[1] + max_new_tokens)
@@ -91,7 +91,7 @@ def generate(
 @torch.inference_mode()
 def teacher_forced_logits(model: DeepseekForCausalLM, ids: Sequence[int]) -> torch.Tensor:
     """Logits [S, V] for one sequence in a single prefill (what `verify` compares position by position)."""
-    device = model.lm_head.weight.device
+    device = model.model.norm.weight.device  # every variant holds it, streamed ones (golden) included
     ids_1S = torch.tensor([list(ids)], dtype=torch.int64, device=device)
     caches = model.new_cache(1, ids_1S.shape[1])
     positions_1S = torch.arange(ids_1S.shape[1], device=device)[None]
