@@ -116,7 +116,12 @@ class CheckpointReader:
         return [self.directory / f for f in sorted(set(self._weight_map.values()))]
 
     def config(self) -> ModelConfig:
-        return load_config(self.directory / "config.json")
+        """The directory's `config.json` (a file that is not JSON is a `CheckpointError` naming it)."""
+        path = self.directory / "config.json"
+        try:
+            return load_config(path)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{path}: not valid JSON ({err})") from err
 
     # ---- data ----------------------------------------------------------------------------
 
