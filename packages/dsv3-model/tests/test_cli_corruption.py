@@ -60,7 +60,8 @@ def check_failure(command: str, argv: list[str], rc: int, out: str, err: str, na
         assert named in out or named in err, where
     else:
         errors = [line for line in err.splitlines() if line.startswith(f"dsv3 {command}: error:")]
-        assert len(errors) == 1 and named in errors[0], where
+        assert len(errors) == 1, where
+        assert named in errors[0], where
     check_nothing_complete(command, argv)
 
 
@@ -72,7 +73,8 @@ def check_nothing_complete(command: str, argv: list[str]) -> None:
         return
     assert not list(dst.rglob("*.tmp")), sorted(dst.rglob("*"))
     if command == "convert":
-        assert not (dst / "config.json").exists() and not (dst / "model.safetensors.index.json").exists()
+        assert not (dst / "config.json").exists()
+        assert not (dst / "model.safetensors.index.json").exists()
     else:
         ranks = [dst / "weights" / f"tp{r}_sharded_checkpoint.safetensors" for r in range(TP)]
         assert not all(path.exists() for path in ranks), ranks

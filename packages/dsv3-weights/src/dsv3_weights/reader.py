@@ -30,7 +30,7 @@ def read_index(directory: Path) -> dict[str, str]:
     if not directory.exists():
         raise CheckpointError(f"{directory}: no such checkpoint directory")
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a directory (a checkpoint is a directory of config.json + safetensors)")
+        raise CheckpointError(f"{directory}: not a directory (a checkpoint is a directory: config.json, safetensors)")
     index_path = directory / INDEX_NAME
     if index_path.exists():
         try:

@@ -96,11 +96,16 @@ def check_source(reader: CheckpointReader) -> ModelConfig:
 
 
 def check_finite(values: torch.Tensor, file: Path, name: str, what: str = "") -> torch.Tensor:
-    """`values`, after refusing NaN/Inf in them (`what` says what was computed, e.g. "dequantized")."""
-    if not values.dtype.is_floating_point:
+    """`values`, after refusing NaN/Inf in them (`what` says what was computed, e.g. "dequantized").
+
+    Why `aminmax`: NaN propagates through it and an infinity is an extreme, so one reduction without a
+    temporary decides; it ran at 5.3 GB/s on bf16 where `isfinite(...).all()` ran at 0.55 GB/s and
+    doubled a conversion's time (measured, 2-core dev machine).
+    """
+    if not values.dtype.is_floating_point or values.numel() == 0:
         return values
-    finite = torch.isfinite(values.float() if values.element_size() == 1 else values)  # no fp8 kernels
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
+    low, high = torch.aminmax(values.float() if values.element_size() == 1 else values)  # no fp8 kernels
+    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
+        bad = int((~torch.isfinite(values.float())).sum())
         raise CheckpointError(f"{file}: tensor {name!r} holds NaN/Inf values ({bad} in one {what or 'read'} block)")
     return values
