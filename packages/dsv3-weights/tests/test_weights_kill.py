@@ -32,6 +32,7 @@ from dsv3_weights.writer import crc32_file
 
 SHARD = 8 * 1024 * 1024
 KILLS = 20
+WIDE = {"hidden_size": 512, "moe_intermediate_size": 768, "intermediate_size": 1024, "n_routed_experts": 64}
 CHILD = (
     "import sys; from dsv3_weights import convert_checkpoint; "
     f"convert_checkpoint(sys.argv[1], sys.argv[2], max_shard_bytes={SHARD}, progress=False)"
@@ -73,7 +74,7 @@ def _check_nothing_corrupt(dst: Path) -> None:
 
 @pytest.mark.slow  # 21 child processes, each importing torch; about 1.5 min on the 2-core dev machine
 def test_sigkill_at_random_points_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
-    cfg = preset("tiny").replace(hidden_size=512, moe_intermediate_size=768, intermediate_size=1024, n_routed_experts=64)
+    cfg = preset("tiny").replace(**WIDE)
     src = make_checkpoint(tmp_path / "src", cfg, fp8=True, seed=3, max_shard_bytes=64 << 20, progress=False)
     assert sum(p.stat().st_size for p in src.glob("*.safetensors")) > 200e6
     reference = tmp_path / "reference"
