@@ -1,10 +1,13 @@
-"""`dsv3 shard` into a directory it does not own: another job's files are refused, never mixed, and a
-second writer refuses at once while the first (a real shard run, paused mid-run by SIGSTOP) loses nothing.
+"""`dsv3 shard` into a directory it does not own: another job's files are refused, never mixed; a
+second writer refuses at once while the first (a real shard run, paused mid-run by SIGSTOP) loses nothing;
+a write error (the kernel's EFBIG under `RLIMIT_FSIZE`, as a full disk would give ENOSPC) is one line
+naming the file, leaves no partial file, and a rerun with room completes.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -71,4 +74,24 @@ def test_a_second_writer_refuses_at_once_and_loses_nothing(fp8_checkpoint: Path,
     finally:
         first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0
+    assert _files(dst / WEIGHTS_DIR) == _files(tmp_path / "reference" / WEIGHTS_DIR)
+
+
+def test_a_write_error_is_one_line_leaves_nothing_partial_and_resumes(fp8_checkpoint: Path, tmp_path: Path) -> None:
+    write_per_rank_files(fp8_checkpoint, tmp_path / "reference", tp_degree=2)
+    rank0 = tmp_path / "reference" / WEIGHTS_DIR / "tp0_sharded_checkpoint.safetensors"
+    limit = rank0.stat().st_size // 2
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {key: value for key, value in os.environ.items() if key != "DSV3_DEBUG"}
+    dst = tmp_path / "dst"
+    cmd = [sys.executable, "-m", "dsv3_model.cli.main", "shard", str(fp8_checkpoint), str(dst), "--tp", "2"]
+    run = subprocess.run(cmd, env=env, preexec_fn=small_files, capture_output=True, text=True, check=False)
+    assert run.returncode == 1
+    tmp = dst / WEIGHTS_DIR / "tp0_sharded_checkpoint.safetensors.tmp"
+    assert run.stderr.strip() == f"dsv3 shard: error: [Errno 27] File too large; removed the partial file: '{tmp}'"
+    assert sorted(p.name for p in (dst / WEIGHTS_DIR).iterdir()) == [MANIFEST_NAME]
+    assert main(["shard", str(fp8_checkpoint), str(dst), "--tp", "2"]) == 0
     assert _files(dst / WEIGHTS_DIR) == _files(tmp_path / "reference" / WEIGHTS_DIR)
