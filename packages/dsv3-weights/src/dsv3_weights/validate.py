@@ -43,8 +43,9 @@ def expected_tensors(
     block = cfg.quantization_config.weight_block_size if cfg.quantization_config else None
     dense = _TORCH_DTYPES[cfg.torch_dtype or "bfloat16"]
     stored = stored_tensors(layout, quantized_block=block, dense_dtype=dense)
-    # An unquantized checkpoint saved in torch_dtype may store norms and router tensors in it too.
-    extra = set() if block else {dense}
+    # An unquantized checkpoint may store its floats in any of these (transformers casts them to the dtype it
+    # loads with); an FP8 release stores everything but the FP8 weights in the dtypes DeepSeek ships.
+    extra = set() if block else set(_TORCH_DTYPES.values())
     return {name: (shape, {dtype, *extra}) for name, (shape, dtype) in stored.items()}
 
 
