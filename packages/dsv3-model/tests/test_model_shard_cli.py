@@ -105,7 +105,7 @@ def test_rank_files_hold_their_slices_of_the_converted_checkpoint(
     cfg = preset("tiny")
     command = ["shard", str(fp8_checkpoint), str(tmp_path), "--tp", str(tp), "--ep", str(ep), "--dtype", dtype]
     assert main(command) == 0
-    names = sorted(p.name for p in (tmp_path / "weights").iterdir())
+    names = sorted(p.name for p in (tmp_path / "weights").glob("*.safetensors"))
     assert names == sorted(f"tp{r}_sharded_checkpoint.safetensors" for r in range(tp))
     hf = _hf_tensors(fp8_checkpoint, DTYPES[dtype])
     reference = _reference(cfg, hf, DTYPES[dtype], tp, ep)
@@ -130,8 +130,9 @@ def test_rank_files_hold_their_slices_of_the_converted_checkpoint(
 def test_a_failed_run_leaves_no_complete_looking_file(
     fp8_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A read error while writing rank 1: rank 0's finished file stays, rank 1 has neither file nor `.tmp`,
-    and an earlier run's rank-1 file is gone too (no mix of runs)."""
+    """A read error while writing rank 1: rank 0's finished file stays, rank 1 has neither file nor `.tmp`;
+    the rerun keeps rank 0 and equals an uninterrupted run. A `weights/` holding an earlier run's file
+    without this job's manifest is refused and left as it is (no mix of runs)."""
     calls = {"n": 0}
     real = CheckpointReader.get_rows
 
@@ -147,15 +148,24 @@ def test_a_failed_run_leaves_no_complete_looking_file(
     limit = calls["n"] * 3 // 4  # a point inside rank 1's file
     calls["n"] = 0
     weights = tmp_path / "partial" / "weights"
-    weights.mkdir(parents=True)
-    (weights / "tp1_sharded_checkpoint.safetensors").write_bytes(b"an earlier run's file")
     with pytest.raises(OSError, match="injected"):
         per_rank_files.write_per_rank_files(fp8_checkpoint, tmp_path / "partial", tp_degree=TP)
-    assert sorted(p.name for p in weights.iterdir()) == ["tp0_sharded_checkpoint.safetensors"]
+    assert sorted(p.name for p in weights.glob("*.safetensors*")) == ["tp0_sharded_checkpoint.safetensors"]
     finished = load_file(str(tmp_path / "full" / "weights" / "tp0_sharded_checkpoint.safetensors"))
     kept = load_file(str(weights / "tp0_sharded_checkpoint.safetensors"))
     assert finished.keys() == kept.keys()
     assert all(torch.equal(finished[key], kept[key]) for key in finished)
+    limit = 10**9
+    per_rank_files.write_per_rank_files(fp8_checkpoint, tmp_path / "partial", tp_degree=TP)
+    for rank in range(TP):
+        name = f"tp{rank}_sharded_checkpoint.safetensors"
+        assert (weights / name).read_bytes() == (tmp_path / "full" / "weights" / name).read_bytes()
+    other = tmp_path / "other" / "weights"
+    other.mkdir(parents=True)
+    (other / "tp1_sharded_checkpoint.safetensors").write_bytes(b"an earlier run's file")
+    with pytest.raises(FileExistsError, match="not empty and not a shard in progress"):
+        per_rank_files.write_per_rank_files(fp8_checkpoint, tmp_path / "other", tp_degree=TP)
+    assert [p.name for p in other.iterdir()] == ["tp1_sharded_checkpoint.safetensors"]
 
 
 def test_bad_requests_fail_with_a_message(
@@ -178,7 +188,7 @@ def test_summary_counts_the_bytes_read_and_written(fp8_checkpoint: Path, tmp_pat
     read = {}
     for ep in (1, 2):
         summary = per_rank_files.write_per_rank_files(fp8_checkpoint, tmp_path / str(ep), tp_degree=TP, ep_degree=ep)
-        files = (tmp_path / str(ep) / "weights").iterdir()
+        files = (tmp_path / str(ep) / "weights").glob("*.safetensors")
         assert summary.bytes_out == sum(path.stat().st_size for path in files)
         assert 0 < summary.bytes_in <= TP * source_bytes
         read[ep] = summary.bytes_in

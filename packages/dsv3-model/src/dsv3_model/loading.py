@@ -4,6 +4,11 @@ Streaming: the model is created on the meta device, its storage allocated once i
 and then filled tensor by tensor (expert by expert) from dsv3-weights' memory-mapped reader, FP8
 blocks dequantized one tensor at a time. Peak memory is the model's own size plus one source tensor,
 never a second copy of the checkpoint.
+
+Validation is the one every command applies (`dsv3_weights.validate.check_source`: a missing or non-directory
+path, corrupt files, missing, unknown, mis-shaped or mis-typed tensors, bad scales, each a `CheckpointError`
+naming the file and tensor), and every tensor is checked finite as it is read, so a damaged checkpoint fails
+with that message instead of generating from NaN logits.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from pathlib import Path
 
 import torch
 
-from dsv3_config import ModelConfig, load_config, preset
+from dsv3_config import ModelConfig, preset
 from dsv3_model.causal_lm import DeepseekForCausalLM
 from dsv3_model.random_init import init_random_weights
 from dsv3_model.state_dict_map import TensorSource, fill_model
+from dsv3_weights.errors import CheckpointError
 from dsv3_weights.fp8 import dequantize_fp8_blocks
 from dsv3_weights.layout import scale_name
 from dsv3_weights.reader import CheckpointReader
+from dsv3_weights.validate import check_finite, check_source, has_mtp_tensors
 
 
 def dequantizing_source(reader: CheckpointReader, cfg: ModelConfig) -> TensorSource:
@@ -28,26 +35,23 @@ def dequantizing_source(reader: CheckpointReader, cfg: ModelConfig) -> TensorSou
     def get(name: str) -> torch.Tensor:
         scale = scale_name(name)
         if scale not in reader:
-            return reader.get(name)
+            return check_finite(reader.get(name), reader.file_of(name), name)
         if block is None:
-            raise ValueError(f"{reader.file_of(name)}: {name} has {scale} but config.json has no quantization_config")
-        return dequantize_fp8_blocks(reader.get(name), reader.get(scale), block, torch.float32)
+            raise CheckpointError(
+                f"{reader.file_of(name)}: tensor {name!r} has {scale} but config.json has no quantization_config"
+            )
+        values = dequantize_fp8_blocks(reader.get(name), reader.get(scale), block, torch.float32)
+        return check_finite(values, reader.file_of(name), name, "dequantized")
 
     return get
-
-
-def has_mtp_weights(reader: CheckpointReader, cfg: ModelConfig) -> bool:
-    prefix = f"model.layers.{cfg.num_hidden_layers}."
-    names = reader.keys()
-    return cfg.num_nextn_predict_layers > 0 and any(name.startswith(prefix) for name in names)
 
 
 def load_causal_lm(model_dir: str | Path, *, dtype: torch.dtype, include_mtp: bool = True) -> DeepseekForCausalLM:
     """Load an HF-layout checkpoint. The MTP layer is loaded when the checkpoint has it and
     `include_mtp` is set; otherwise its tensors are left unread (never silently half-loaded)."""
-    cfg = load_config(model_dir)
     with CheckpointReader(model_dir) as reader:
-        with_mtp = include_mtp and has_mtp_weights(reader, cfg)
+        cfg = check_source(reader)
+        with_mtp = include_mtp and has_mtp_tensors(reader, cfg)
         with torch.device("meta"):
             model = DeepseekForCausalLM(cfg, include_mtp=with_mtp)
         model = model.to(dtype).to_empty(device="cpu").eval()

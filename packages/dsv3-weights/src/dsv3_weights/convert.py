@@ -8,13 +8,16 @@ options, fingerprinted in `dsv3-convert-manifest.json`. A shard is written as `.
 then recorded in the manifest with its CRC-32 (the manifest itself is replaced atomically). A rerun
 after a kill at any moment keeps the shards whose checksum matches the manifest, redoes the rest, and
 only then writes the index and, last, `config.json` (without `quantization_config`): a directory with a
-`config.json` is complete, one without is not.
+`config.json` is complete, one without is not. The directory is locked while a run writes it and a
+directory holding anything but this conversion is refused (`destination`). A write error (disk full)
+removes the temporary file and stops the run with the error naming it; a rerun with room resumes.
+
+Validation: the source is checked as every command checks it (`validate.check_source`: layout, dtypes,
+scale grids, finite scales) before anything is written, and every chunk written is checked finite.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -25,17 +28,17 @@ from typing import Literal
 
 import torch
 
-from dsv3_weights.errors import CheckpointError
+from dsv3_config import ModelConfig
+from dsv3_weights.destination import LOCK_NAME, Manifest, job_fingerprint, locked
 from dsv3_weights.fp8 import CHUNK_BYTES, chunk_rows, dequantize_fp8_chunks
 from dsv3_weights.layout import checkpoint_layout, scale_name
 from dsv3_weights.progress import Progress, Summary
 from dsv3_weights.reader import INDEX_NAME, CheckpointReader
-from dsv3_weights.verify import layout_problems
+from dsv3_weights.validate import check_finite, check_source, has_mtp_tensors
 from dsv3_weights.writer import (
     DEFAULT_MAX_SHARD_BYTES,
     TMP_SUFFIX,
     OutputTensor,
-    crc32_file,
     plan_shards,
     shard_file_name,
     write_index,
@@ -59,26 +62,27 @@ class _ShardJob:
 
 
 def _chunks(reader: CheckpointReader, job: _ShardJob, tensor: OutputTensor) -> Iterator[torch.Tensor]:
+    """The output tensor's row chunks, each refused if it holds NaN/Inf (from the source data, or from
+    dequantizing it into the output dtype)."""
+    file = reader.file_of(tensor.name)
     if tensor.name not in job.fp8_names or job.block is None:
         rows = tensor.shape[0] if tensor.shape else 1
         step = max(1, CHUNK_BYTES // max(1, reader.nbytes(tensor.name) // max(rows, 1)))
         for r0 in range(0, rows, step):
-            yield reader.get_rows(tensor.name, r0, min(rows, r0 + step)).to(tensor.dtype)
+            values = reader.get_rows(tensor.name, r0, min(rows, r0 + step)).to(tensor.dtype)
+            yield check_finite(values, file, tensor.name)
         return
-    scale = reader.get(scale_name(tensor.name))
-    if not bool(torch.isfinite(scale).all()):
-        raise CheckpointError(
-            f"{reader.file_of(scale_name(tensor.name))}: tensor {scale_name(tensor.name)!r} holds NaN/Inf scales"
-        )
+    scale = reader.get(scale_name(tensor.name))  # checked finite by check_source
     block_rows = job.block[0]
     step = chunk_rows(tensor.shape[1], block_rows)
     for r0 in range(0, tensor.shape[0], step):
         r1 = min(tensor.shape[0], r0 + step)
         weight = reader.get_rows(tensor.name, r0, r1)
         # r0 is on a block boundary, so these rows and their scale rows form a complete block grid
-        yield from dequantize_fp8_chunks(
+        for chunk in dequantize_fp8_chunks(
             weight, scale[r0 // block_rows : -(-r1 // block_rows)], job.block, tensor.dtype
-        )
+        ):
+            yield check_finite(chunk, file, tensor.name, f"dequantized {tensor.dtype}")
 
 
 def _run_shard(job: _ShardJob, on_write: Callable[[int], None] | None = None) -> tuple[str, str, int, int]:
@@ -90,53 +94,22 @@ def _run_shard(job: _ShardJob, on_write: Callable[[int], None] | None = None) ->
     return job.path.name, digest, written, read
 
 
-def _fingerprint(reader: CheckpointReader, dtype: torch.dtype, mtp: MtpPolicy, max_shard_bytes: int) -> str:
-    source = {name: [reader.file_of(name).name, list(reader.shape(name)), str(reader.dtype(name))] for name in reader}
-    data = {"source": source, "dtype": str(dtype), "mtp": mtp, "max_shard_bytes": max_shard_bytes, "format": 1}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def _load_manifest(dst: Path, fingerprint: str) -> dict[str, dict[str, object]]:
-    """Finished shards recorded by an earlier run of the same conversion; clears stale temporary files."""
-    path = dst / MANIFEST_NAME
-    if not path.exists():
-        leftovers = [p.name for p in dst.iterdir() if not p.name.endswith(TMP_SUFFIX)]
-        if leftovers:
-            raise FileExistsError(f"{dst}: not empty and not a conversion in progress (holds {leftovers[:5]})")
-        return {}
-    manifest = json.loads(path.read_text())
-    if manifest.get("fingerprint") != fingerprint:
-        raise FileExistsError(f"{path}: records a conversion of another source or with other options")
-    for tmp in dst.glob("*" + TMP_SUFFIX):
-        tmp.unlink()
-    return dict(manifest["shards"])
-
-
-def _check_source(reader: CheckpointReader) -> None:
-    cfg = reader.config()
-    problems = layout_problems(reader, cfg)
-    if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise CheckpointError(problems[0] + more)
-
-
-def _plan(reader: CheckpointReader, dtype: torch.dtype, mtp: MtpPolicy) -> tuple[list[OutputTensor], frozenset[str]]:
-    cfg = reader.config()
+def _plan(
+    reader: CheckpointReader, cfg: ModelConfig, dtype: torch.dtype, mtp: MtpPolicy
+) -> tuple[list[OutputTensor], frozenset[str]]:
     fp8_names = {s.name for s in checkpoint_layout(cfg).values() if s.fp8 and cfg.quantization_config is not None}
+    include_mtp = mtp == "keep" and has_mtp_tensors(reader, cfg)
     tensors = [
         OutputTensor(spec.name, spec.shape, dtype if spec.fp8 else reader.dtype(spec.name))
-        for spec in checkpoint_layout(cfg, include_mtp=mtp == "keep").values()
+        for spec in checkpoint_layout(cfg, include_mtp=include_mtp).values()
     ]
     return tensors, frozenset(fp8_names)
 
 
-def _run_jobs(
-    jobs: Sequence[_ShardJob], workers: int, manifest: dict, dst: Path, fingerprint: str, bar: Progress
-) -> None:
+def _run_jobs(jobs: Sequence[_ShardJob], workers: int, manifest: Manifest, bar: Progress) -> None:
     def finished(result: tuple[str, str, int, int], counted: bool) -> None:
         name, digest, written, read = result
-        manifest[name] = {"crc32": digest, "bytes": written}
-        write_json_atomic(dst / MANIFEST_NAME, {"fingerprint": fingerprint, "shards": manifest})
+        manifest.record(name, digest, written)
         bar.read(read)
         if not counted:
             bar.wrote(written)
@@ -176,39 +149,36 @@ def convert_checkpoint(
     if dtype not in _DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {sorted(map(str, _DTYPE_NAMES))}, got {dtype}")
     with CheckpointReader(src) as reader:
-        _check_source(reader)
-        cfg = reader.config()
-        tensors, fp8_names = _plan(reader, dtype, mtp)
-        fingerprint = _fingerprint(reader, dtype, mtp, max_shard_bytes)
+        cfg = check_source(reader)
+        tensors, fp8_names = _plan(reader, cfg, dtype, mtp)
+        fingerprint = job_fingerprint(reader, dtype=dtype, mtp=mtp, max_shard_bytes=max_shard_bytes)
     shards = plan_shards(tensors, max_shard_bytes)
-    dst.mkdir(parents=True, exist_ok=True)
-    manifest = _load_manifest(dst, fingerprint)
-    write_json_atomic(dst / MANIFEST_NAME, {"fingerprint": fingerprint, "shards": manifest})
     block = cfg.quantization_config.weight_block_size if cfg.quantization_config else None
-    jobs = []
-    with Progress("convert", sum(t.nbytes for t in tensors), enabled=progress) as bar:
-        for i, shard in enumerate(shards):
-            path = dst / shard_file_name(i, len(shards))
-            record = manifest.get(path.name)
-            if record is not None and path.exists() and crc32_file(path) == record["crc32"]:
-                bar.wrote(int(str(record["bytes"])))
-                continue
-            manifest.pop(path.name, None)
-            jobs.append(_ShardJob(src, path, tuple(shard), fp8_names, block))
-        _run_jobs(jobs, workers, manifest, dst, fingerprint, bar)
-        _copy_side_files(src, dst)
-        write_index(dst, shards)
-        out_cfg = cfg.replace(quantization_config=None, torch_dtype=_DTYPE_NAMES[dtype])
-        if mtp == "drop":
-            out_cfg = out_cfg.replace(num_nextn_predict_layers=0)
-        write_json_atomic(dst / "config.json", out_cfg.to_hf())
+    with locked(dst, "conversion"):
+        manifest = Manifest(dst, MANIFEST_NAME, fingerprint, "conversion")
+        with Progress("convert", sum(t.nbytes for t in tensors), enabled=progress) as bar:
+            jobs = []
+            for i, shard in enumerate(shards):
+                path = dst / shard_file_name(i, len(shards))
+                kept = manifest.intact(path)
+                if kept is not None:
+                    bar.wrote(kept)
+                else:
+                    jobs.append(_ShardJob(src, path, tuple(shard), fp8_names, block))
+            _run_jobs(jobs, workers, manifest, bar)
+            _copy_side_files(src, dst)
+            write_index(dst, shards)
+            out_cfg = cfg.replace(quantization_config=None, torch_dtype=_DTYPE_NAMES[dtype])
+            if mtp == "drop":
+                out_cfg = out_cfg.replace(num_nextn_predict_layers=0)
+            write_json_atomic(dst / "config.json", out_cfg.to_hf())
     assert bar.summary is not None
     return bar.summary
 
 
 def _copy_side_files(src: Path, dst: Path) -> None:
     """Tokenizer, generation config and other small files travel along (atomically)."""
-    skip = {"config.json", INDEX_NAME, MANIFEST_NAME}
+    skip = {"config.json", INDEX_NAME, MANIFEST_NAME, LOCK_NAME}
     for path in sorted(src.iterdir()):
         if path.is_file() and path.name not in skip and path.suffix != ".safetensors":
             tmp = dst / (path.name + TMP_SUFFIX)

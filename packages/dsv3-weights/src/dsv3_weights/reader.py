@@ -27,12 +27,18 @@ SINGLE_NAME = "model.safetensors"
 
 def read_index(directory: Path) -> dict[str, str]:
     """Tensor name -> shard file name, from the index or the single-file layout."""
+    if not directory.exists():
+        raise CheckpointError(f"{directory}: no such checkpoint directory")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a directory (a checkpoint is a directory: config.json, safetensors)")
     index_path = directory / INDEX_NAME
     if index_path.exists():
         try:
-            index = json.loads(index_path.read_text())
+            index = json.loads(index_path.read_bytes())
             weight_map = index["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except OSError as err:
+            raise CheckpointError(f"{index_path}: cannot read the index: {err}") from err
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise CheckpointError(f"{index_path}: not a safetensors index (no readable weight_map): {err}") from err
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise CheckpointError(f"{index_path}: weight_map must map tensor names to file names")
@@ -110,7 +116,12 @@ class CheckpointReader:
         return [self.directory / f for f in sorted(set(self._weight_map.values()))]
 
     def config(self) -> ModelConfig:
-        return load_config(self.directory / "config.json")
+        """The directory's `config.json` (a file that is not JSON is a `CheckpointError` naming it)."""
+        path = self.directory / "config.json"
+        try:
+            return load_config(path)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{path}: not valid JSON ({err})") from err
 
     # ---- data ----------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ class TensorEntry:
 
 
 def read_header(path: Path) -> dict[str, TensorEntry]:
-    """Parse and validate a safetensors header: sizes, dtypes, offsets packed within the file."""
+    """Parse and validate a safetensors header: sizes, dtypes, offsets tiling the file's data section."""
     try:
         file_size = path.stat().st_size
         with path.open("rb") as f:
@@ -107,7 +107,34 @@ def _entries(path: Path, header: dict[str, Any], data_start: int, file_size: int
                 f"{path}: truncated file: tensor {name!r} ends at byte {data_start + end}, file has {file_size}"
             )
         entries[name] = TensorEntry(name, dtype, shape, data_start + begin, data_start + end)
+    _check_tiling(path, entries, data_start, file_size)
     return entries
+
+
+def _check_tiling(path: Path, entries: dict[str, TensorEntry], data_start: int, file_size: int) -> None:
+    """The tensors' byte ranges must tile the data section exactly, in some order, as the `safetensors`
+    library requires (its `Metadata::validate` sorts by offsets and demands each begin where the last
+    ended, from 0 to the end of the file): an overlap would let one tensor read another's bytes (an
+    expert silently a copy of another), a gap or trailing bytes mean the header and data disagree."""
+    position, previous = data_start, None
+    for entry in sorted(entries.values(), key=lambda e: (e.begin, e.end)):
+        if entry.begin < position:
+            raise CheckpointError(
+                f"{path}: tensor {entry.name!r} (bytes {entry.begin - data_start}..{entry.end - data_start} of the "
+                f"data section) overlaps tensor {previous!r}, which ends at {position - data_start}"
+            )
+        if entry.begin > position:
+            after = f"after tensor {previous!r}" if previous else "at the start of the data section"
+            raise CheckpointError(
+                f"{path}: {entry.begin - position} unused bytes {after}, before tensor {entry.name!r} "
+                "(data offsets do not tile the data section)"
+            )
+        position, previous = entry.end, entry.name
+    if position != file_size:
+        raise CheckpointError(
+            f"{path}: {file_size - position} bytes after the last tensor's data ({previous!r}): the header's "
+            "data offsets do not cover the file"
+        )
 
 
 def byte_view(tensor: torch.Tensor) -> ctypes.Array[ctypes.c_ubyte]:

@@ -106,7 +106,8 @@ def write_shard(
     """Write a safetensors file from row chunks via `path.tmp` + rename; returns (crc32 as 8 hex digits, bytes).
 
     `on_write(nbytes)` is called in the caller's thread after each chunk is written (progress bars).
-    On any error the temporary file is removed and nothing exists under `path`'s name from this call.
+    On any error the temporary file is removed and nothing exists under `path`'s name from this call; an
+    `OSError` (disk full: ENOSPC, RLIMIT_FSIZE: EFBIG) is re-raised naming the file.
     """
     tmp = path.with_name(path.name + TMP_SUFFIX)
     done = False
@@ -128,6 +129,8 @@ def write_shard(
                 writer.close()
         fsync_replace(tmp, path)
         done = True
+    except OSError as err:  # disk full, file too large, I/O error: say which file, keep the errno
+        raise OSError(err.errno, f"{err.strerror or err}; removed the partial file", str(tmp)) from err
     finally:
         if not done:
             tmp.unlink(missing_ok=True)
@@ -135,9 +138,14 @@ def write_shard(
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """`path` holds the JSON of `data` (via `.tmp` + rename; the `.tmp` is removed if writing fails)."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    fsync_replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        fsync_replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"{err.strerror or err}; removed the partial file", str(tmp)) from err
 
 
 def write_index(directory: Path, shards: Sequence[Sequence[OutputTensor]]) -> None:

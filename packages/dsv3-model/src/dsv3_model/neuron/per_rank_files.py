@@ -6,8 +6,13 @@ rank, no metadata, holding that rank's slice of every converted tensor under the
 prefix), the `SPMDRank` vectors included, floats in the NxDI dtype (NxD `trace/model_builder.py:801-860`,
 `:994-1000`). This writes the same files without NxD: the conversion is `state_dict.convert_tensor` (the one
 NxDI's in-memory path uses), the slicing `nxdi_shard_plan`, and each rank file goes through
-`dsv3_weights.writer.write_shard` (`.tmp` + rename, so an interrupted run never leaves a complete-looking file;
-the files of the ranks about to be written are removed first, so no earlier run's file survives next to them).
+`dsv3_weights.writer.write_shard` (`.tmp` + rename, so an interrupted run never leaves a complete-looking file).
+
+The source is validated exactly as `dsv3 convert` validates it (`dsv3_weights.validate.check_source`: layout,
+dtypes, scale grids, finite scales) before anything is written, and every value read is checked finite. The
+destination is `dsv3_weights.destination`'s: `weights/` is locked while written, its manifest records the job
+(source, tp, ep, dtype) and each finished rank file's CRC-32, so a killed run resumes where it stopped and a
+`weights/` holding another job's files (say `--tp 4` when this is `--tp 2`) is refused, never mixed.
 
 Memory is bounded by one chunk, whatever the checkpoint size: ranks are written one after another, and each
 tensor of a rank is produced a block of rows at a time (about `CHUNK_BYTES` of fp32 at full width; one expert
@@ -36,18 +41,20 @@ from dsv3_model.neuron.state_dict import (
     Box,
     NeuronTensor,
     SourceRead,
-    check_sources,
     convert_tensor,
     fp8_block,
     neuron_tensors,
 )
+from dsv3_weights.destination import Manifest, job_fingerprint, locked
 from dsv3_weights.fp8 import CHUNK_BYTES, dequantize_fp8_slice
 from dsv3_weights.progress import Progress, Summary
 from dsv3_weights.reader import CheckpointReader
 from dsv3_weights.sharding import dim_ranges
+from dsv3_weights.validate import check_finite, check_source
 from dsv3_weights.writer import OutputTensor, write_shard
 
 WEIGHTS_DIR = "weights"
+MANIFEST_NAME = "dsv3-shard-manifest.json"
 HF_MODEL_PREFIX = "model."
 Ranges = list[list[tuple[int, int]]]  # per dim, the [start, end) pieces a rank keeps
 
@@ -75,9 +82,8 @@ def write_per_rank_files(
     ranks = NxdiRanks(tp_degree, ep_degree)
     out_dir = Path(dst) / WEIGHTS_DIR
     with CheckpointReader(src) as reader:
-        cfg = reader.config()
+        cfg = check_source(reader)
         hf_key = {key.removeprefix(HF_MODEL_PREFIX): key for key in reader}
-        check_sources(cfg, set(hf_key), f"checkpoint {src}")
         tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, lambda key: reader.shape(hf_key[key]), ep_degree)
         plan = nxdi_shard_plan(cfg, ep_degree)
         by_name = {tensor.name: tensor for tensor in tensors}
@@ -86,15 +92,19 @@ def write_per_rank_files(
             for rank in range(tp_degree)
         ]
         rank_outputs = [[OutputTensor(t.name, _range_shape(r[t.name]), t.dtype) for t in tensors] for r in rank_ranges]
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for rank in range(tp_degree):  # an earlier run's files must not mix with this run's if it fails
-            (out_dir / rank_file_name(rank)).unlink(missing_ok=True)
+        fingerprint = job_fingerprint(reader, tp_degree=tp_degree, ep_degree=ep_degree, dtype=dtype)
         total = sum(output.nbytes for outputs in rank_outputs for output in outputs)
-        with Progress("shard", total, enabled=progress) as bar:
+        with locked(out_dir, "shard"), Progress("shard", total, enabled=progress) as bar:
+            manifest = Manifest(out_dir, MANIFEST_NAME, fingerprint, "shard")
             read = _reader_source(reader, cfg, hf_key, dtype, bar)
             for rank, (ranges, outputs) in enumerate(zip(rank_ranges, rank_outputs, strict=True)):
+                path = out_dir / rank_file_name(rank)
+                kept = manifest.intact(path)
+                if kept is not None:
+                    bar.wrote(kept)
+                    continue
                 chunks = partial(_tensor_chunks, by_name, ranges, read)
-                write_shard(out_dir / rank_file_name(rank), outputs, chunks, on_write=bar.wrote)
+                manifest.record(path.name, *write_shard(path, outputs, chunks, on_write=bar.wrote))
     assert bar.summary is not None
     return bar.summary
 
@@ -118,13 +128,14 @@ def _reader_source(
         key = hf_key[name]
         scale = key + SCALE_SUFFIX
         if scale not in reader:
-            return get_slice(key, slices)
+            return check_finite(get_slice(key, slices), reader.file_of(key), key)
         shape = reader.shape(key)
         if len(shape) != 2 or len(slices) != 2:
             raise ValueError(f"{key}: FP8 weight of shape {shape} read with {len(slices)} slices")
         read_weight, read_scale = partial(get_slice, key), partial(get_slice, scale)
         block = fp8_block(cfg, scale)
-        return dequantize_fp8_slice(read_weight, read_scale, (shape[0], shape[1]), block, *slices, out_dtype=dtype)
+        values = dequantize_fp8_slice(read_weight, read_scale, (shape[0], shape[1]), block, *slices, out_dtype=dtype)
+        return check_finite(values, reader.file_of(key), key, f"dequantized {dtype}")
 
     return read
 
