@@ -92,7 +92,6 @@ CASES: dict[str, Case] = {
     "verify prompt-ids 1,,2": _c("verify --model {bf16} --prompt-ids 1,,2", 2, "--prompt-ids"),
     "verify prompt-ids past vocab": _c("verify --model {bf16} --prompt-ids 256", 2, "--prompt-ids"),
     "verify prompt-ids batch": _c("verify --model {bf16} --prompt-ids 1;2", 2, "--prompt-ids"),
-    "verify fp8 model": _c("verify --model {tiny}", 2, "--model"),
     "verify missing model": _c("verify --model {empty}/nope", 2, "--model"),
     "verify model without config": _c("verify --model {empty}", 1, "config.json"),
     "convert workers 0": _c("convert {tiny} {empty}/out --workers 0", 2, "--workers"),

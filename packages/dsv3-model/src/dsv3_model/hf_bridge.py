@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +12,24 @@ import torch
 def load_hf_causal_lm(model_dir: Path, dtype: torch.dtype = torch.float32) -> Any:
     """`DeepseekV3ForCausalLM` / `DeepseekV2ForCausalLM` from `model_dir` (eager attention, eval mode).
 
-    transformers cannot load FP8 checkpoints on a CPU (its FP8 quantizer needs a GPU); convert first
-    with `dsv3 convert`.
+    transformers cannot load FP8 checkpoints on a CPU (its FP8 quantizer needs a GPU, and it infers block
+    sizes from shapes: docs/environment.md), so an FP8 checkpoint is first converted to fp32 in a temporary
+    directory by `dsv3 convert`'s own code (exact per-block dequantization) and loaded from there.
     """
     try:
         import transformers
     except ImportError as err:
         raise ImportError("dsv3 verify needs transformers: pip install 'dsv3-model[hf]'") from err
-    from dsv3_config import ConfigError, load_config
+    from dsv3_config import load_config
 
     cfg = load_config(model_dir)
     if cfg.quantization_config is not None:
-        raise ConfigError(f"{model_dir}: FP8 checkpoint; transformers cannot load it on CPU. Run `dsv3 convert` first.")
+        from dsv3_weights import convert_checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="dsv3-verify-") as work:
+            converted = Path(work) / "fp32"
+            convert_checkpoint(model_dir, converted, dtype=torch.float32, mtp="drop", progress=False)
+            return load_hf_causal_lm(converted, dtype)
     v2 = cfg.model_type == "deepseek_v2"
     config_cls = transformers.DeepseekV2Config if v2 else transformers.DeepseekV3Config
     model_cls = transformers.DeepseekV2ForCausalLM if v2 else transformers.DeepseekV3ForCausalLM

@@ -134,11 +134,6 @@ def _verify(args: argparse.Namespace) -> int:
 
         return verify_golden_command(args)
     cfg = load_config(args.model)
-    if cfg.quantization_config is not None:
-        raise UsageError(
-            f"--model {args.model}: an FP8 checkpoint, which transformers cannot load on a CPU: "
-            "`dsv3 convert` it first and verify the result"
-        )
     if args.prompt_ids is not None:
         if len(args.prompt_ids) > 1:
             raise UsageError("--prompt-ids: verify takes one prompt (no ';')")
