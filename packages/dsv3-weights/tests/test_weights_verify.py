@@ -74,7 +74,7 @@ def test_verify_reports_each_kind_of_damage(tiny_fp8_copy: Path) -> None:
     missing_scale = "model.layers.1.self_attn.o_proj.weight_scale_inv"
     nan_scale = "model.layers.2.self_attn.q_b_proj.weight_scale_inv"
     _rewrite(_shard_of(d, wrong_shape), {wrong_shape: torch.ones(3, dtype=torch.bfloat16)})
-    _rewrite(_shard_of(d, wrong_dtype), {wrong_dtype: torch.ones(64, dtype=torch.float16)})
+    _rewrite(_shard_of(d, wrong_dtype), {wrong_dtype: torch.ones(64, dtype=torch.int32)})
     _rewrite(_shard_of(d, missing_scale), {missing_scale: None})
     del index["weight_map"][missing_scale]
     bad = load_file(_shard_of(d, nan_scale))[nan_scale]
@@ -85,7 +85,7 @@ def test_verify_reports_each_kind_of_damage(tiny_fp8_copy: Path) -> None:
     problems = verify_checkpoint(d)
     text = "\n".join(problems)
     assert f"'{wrong_shape}' has shape [3], config implies [64]" in text
-    assert f"'{wrong_dtype}' has dtype torch.float16, expected torch.bfloat16" in text
+    assert f"'{wrong_dtype}' has dtype torch.int32, expected " in text
     assert f"missing FP8 weight scale '{missing_scale}'" in text
     assert f"{_shard_of(d, nan_scale).name}: tensor '{nan_scale}' has 1 NaN/Inf values" in text
     assert "unknown tensor 'model.extra.weight'" in text

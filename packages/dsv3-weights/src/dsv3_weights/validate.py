@@ -43,10 +43,13 @@ def expected_tensors(
     block = cfg.quantization_config.weight_block_size if cfg.quantization_config else None
     dense = _TORCH_DTYPES[cfg.torch_dtype or "bfloat16"]
     stored = stored_tensors(layout, quantized_block=block, dense_dtype=dense)
-    # An unquantized checkpoint may store its floats in any of these (transformers casts them to the dtype it
-    # loads with); an FP8 release stores everything but the FP8 weights in the dtypes DeepSeek ships.
-    extra = set() if block else set(_TORCH_DTYPES.values())
-    return {name: (shape, {dtype, *extra}) for name, (shape, dtype) in stored.items()}
+    # Unquantized tensors may be stored in any of these floats (transformers casts them to the dtype it loads
+    # with), in an FP8 checkpoint too; the FP8 weights themselves are float8_e4m3fn and their scales fp32.
+    floats = set(_TORCH_DTYPES.values())
+    return {
+        name: (shape, {dtype} if dtype == torch.float8_e4m3fn or name.endswith(SCALE_SUFFIX) else {dtype, *floats})
+        for name, (shape, dtype) in stored.items()
+    }
 
 
 def layout_problems(reader: CheckpointReader, cfg: ModelConfig) -> list[str]:
