@@ -244,6 +244,13 @@ class StreamedHead(nn.Module):
         super().__init__()
         self.weights = weights
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The head's weight, from the cache (generation reads `lm_head.weight.device`)."""
+        head = self.weights.head()
+        assert isinstance(head, nn.Linear)
+        return head.weight
+
     def forward(self, hidden_BSD: torch.Tensor) -> torch.Tensor:
         logits = self.weights.head()(hidden_BSD)
         self.weights.progress.step_done()
