@@ -85,6 +85,9 @@ def _golden(args: argparse.Namespace) -> int:
     check_positions(prompts, scored, cfg.max_position_embeddings, allow_long=args.allow_long)
     max_memory = args.max_memory if args.max_memory is not None else _half_ram()
 
+    from dsv3_model.golden.threads import prefer_passive_omp_wait
+
+    prefer_passive_omp_wait()  # before torch loads libgomp
     import torch
 
     from dsv3_model.golden.golden_file import write_golden

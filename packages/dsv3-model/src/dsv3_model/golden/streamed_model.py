@@ -14,10 +14,12 @@ forcing); four of its parts are swapped for stand-ins that fetch the real module
   in-memory `GroupedExperts` over all experts: the output is bit-identical.
 - `lm_head` -> `StreamedHead`: the real `nn.Linear` (as `DeepseekForCausalLM.lm_head`), from the cache.
 
-Memory: the cache holds at most `capacity` bytes of layers, experts and head; the experts of one MoE
-call are stacked into a buffer of at most `expert_stack_bytes` (when the chosen experts do not fit,
-they run in consecutive groups and the group outputs are summed: the same products, summed in another
-order, so equal up to fp32 rounding instead of bit for bit; docs/golden.md).
+Memory: the cache holds at most `capacity` bytes of layers, the head and experts (experts only in room
+other experts free: `WeightCache.offer`); the chosen experts of one MoE call are dequantized straight
+into one reused buffer of at most `expert_stack_bytes` (`ExpertStack`). When they do not fit it, they
+run in consecutive groups and the group outputs are summed: another summation order (and a group's
+first expert also runs, at weight zero, the rows routed to the other groups, which can change how its
+matrix product is blocked), so equal up to fp32 rounding instead of bit for bit (docs/golden.md).
 
 Shape legend: B batch, S tokens, D hidden, T tokens flattened, K experts per token, A active experts,
 X 2 x expert intermediate, I expert intermediate, U distinct ids, V vocabulary.
@@ -125,6 +127,12 @@ class StreamedWeights:
     def expert_bytes(self) -> int:
         return 3 * self.cfg.moe_intermediate_size * self.cfg.hidden_size * self.dtype.itemsize
 
+    def release(self) -> None:
+        """Free the cached weights and the stack buffer (the stand-in modules and this object reference
+        each other, so without this they would wait for the garbage collector)."""
+        self.cache.clear()
+        self.stack.release()
+
     def stack_slots(self) -> int:
         """How many experts the stack buffer holds (at least one, at most every routed expert)."""
         return min(self.cfg.n_routed_experts, max(1, self.expert_stack_bytes // max(1, self.expert_bytes())))
@@ -197,15 +205,19 @@ class ExpertStack:
         self.shape_HI = (cfg.hidden_size, cfg.moe_intermediate_size)
         self.dtype = dtype
         self.max_slots = max_slots
-        self.gate_up_CXH = torch.empty(0, *self.shape_XH, dtype=dtype)
-        self.down_CHI = torch.empty(0, *self.shape_HI, dtype=dtype)
+        self.release()
+
+    def release(self) -> None:
+        """Back to an empty buffer."""
+        self.gate_up_CXH = torch.empty(0, *self.shape_XH, dtype=self.dtype)
+        self.down_CHI = torch.empty(0, *self.shape_HI, dtype=self.dtype)
 
     def slots(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `count` slots (contiguous, aligned views), growing the buffer first if needed."""
         if count > self.max_slots:
             raise ValueError(f"{count} experts do not fit a stack of {self.max_slots}")
         if count > self.gate_up_CXH.shape[0]:
-            self.gate_up_CXH = self.down_CHI = torch.empty(0)  # free the old buffer before the new one
+            self.release()  # free the old buffer before allocating the new one
             self.gate_up_CXH = torch.empty(count, *self.shape_XH, dtype=self.dtype)
             self.down_CHI = torch.empty(count, *self.shape_HI, dtype=self.dtype)
         return self.gate_up_CXH[:count], self.down_CHI[:count]

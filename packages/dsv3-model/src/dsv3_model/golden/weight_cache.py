@@ -9,8 +9,8 @@ Two kinds of entry, because their reuse differs: every model call runs every lay
 a routed expert comes back only when a later token chooses it again. An expert is therefore kept only
 in room that older experts free (`offer`): experts never push out a layer. Were they allowed to, a
 decode step whose experts exceed the cache would evict, in LRU's cyclic order, exactly the layers the
-next step needs first, and every step would re-read everything (measured on bench_golden's checkpoint
-before this rule: 271 MiB read per token where the experts alone are 192 MiB).
+next step needs first, and every step would re-read everything. For the same reason a layer makes room
+by evicting experts first when they free enough.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ class WeightCache:
         self.hits = 0
 
     def get(self, key: str, nbytes: int, load: Callable[[], T]) -> T:
-        """The entry `key` (a layer or the head), loading it (after evicting enough older entries of any
-        kind for `nbytes`) when absent."""
+        """The entry `key` (a layer or the head), loading it when absent after making room for `nbytes`:
+        by evicting experts (least recently used first) if they free enough, else entries of any kind."""
         if key in self._entries:
             return cast(T, self.lookup(key))
-        keep = nbytes <= self.capacity_bytes and self._make_room(nbytes, (LAYER, EXPERT))
+        keep = self._make_room(nbytes, (EXPERT,)) or self._make_room(nbytes, (EXPERT, LAYER))
         value = load()
         self.loads += 1
         if keep:
@@ -86,6 +86,12 @@ class WeightCache:
         self._entries[key] = (value, nbytes, kind)
         self.resident_bytes += nbytes
         self.peak_resident_bytes = max(self.peak_resident_bytes, self.resident_bytes)
+
+    def clear(self) -> None:
+        """Drop every entry (the end of a run: its weights go back to the system at once, whatever
+        still references the cache)."""
+        self._entries.clear()
+        self.resident_bytes = 0
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
