@@ -14,8 +14,8 @@ forcing); four of its parts are swapped for stand-ins that fetch the real module
   in-memory `GroupedExperts` over all experts: the output is bit-identical.
 - `lm_head` -> `StreamedHead`: the real `nn.Linear` (as `DeepseekForCausalLM.lm_head`), from the cache.
 
-Memory: the cache holds at most `capacity` bytes of layers, the head and experts (experts only in room
-other experts free: `WeightCache.offer`); the chosen experts of one MoE call are dequantized straight
+Memory: the cache holds at most `capacity` bytes of layers, the head and experts (experts only in
+free room: `WeightCache.offer`); the chosen experts of one MoE call are dequantized straight
 into one reused buffer of at most `expert_stack_bytes` (`ExpertStack`). When they do not fit it, they
 run in consecutive groups and the group outputs are summed: another summation order (and a group's
 first expert also runs, at weight zero, the rows routed to the other groups, which can change how its
