@@ -142,6 +142,9 @@ def main() -> None:
         record(BENCH, case, "synthetic", "dequantized_fp32_size", dequantized / MIB, "MiB"),
     ]
     child = [sys.executable, __file__, "--child"]
+    from dsv3_model.golden.threads import prefer_passive_omp_wait
+
+    prefer_passive_omp_wait()  # the children inherit it, as `dsv3 golden` sets it before torch loads
     streamed = run_with_rss_guard([*child, "streamed", str(src), str(PROMPT_LEN), str(NEW_TOKENS)], GUARD)
     in_memory = run_with_rss_guard([*child, "in_memory", str(src), str(PROMPT_LEN), str(NEW_TOKENS)], GUARD)
     assert streamed.result is not None, "the streamed job passed the memory guard"

@@ -132,6 +132,56 @@ CASES: dict[str, Case] = {
     "demo tokens 0": _c("demo --workdir {empty}/w --tokens 0", 2, "--tokens"),
     "demo seed -1": _c("demo --workdir {empty}/w --seed -1", 2, "--seed"),
     "demo unknown preset": _c("demo --workdir {empty}/w --preset tiny3", 2, "--preset"),
+    "golden max-new-tokens 0": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2 --max-new-tokens 0", 2, "--max-new-tokens"
+    ),
+    "golden max-new-tokens word": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2 --max-new-tokens many", 2, "--max-new-tokens"
+    ),
+    "golden max-memory word": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2 --max-new-tokens 2 --max-memory lots",
+        2,
+        "--max-memory",
+    ),
+    "golden max-memory 0": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2 --max-new-tokens 2 --max-memory 0GB",
+        2,
+        "--max-memory",
+    ),
+    "golden prompt-ids not ids": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,,2 --max-new-tokens 2", 2, "--prompt-ids"
+    ),
+    "golden prompt-ids past vocab": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,999 --max-new-tokens 2", 2, "--prompt-ids"
+    ),
+    "golden prompt rows of two lengths": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2;3 --max-new-tokens 2", 2, "--prompt-ids"
+    ),
+    "golden teacher-forced not ids": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2 --teacher-forced 1,x", 2, "--teacher-forced"
+    ),
+    "golden teacher-forced past vocab": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2 --teacher-forced 1,999", 2, "--teacher-forced"
+    ),
+    "golden teacher-forced batch": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2;3,4 --teacher-forced 5", 2, "--teacher-forced"
+    ),
+    "golden past max positions": _c(
+        "golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2 --max-new-tokens 1023", 2, "max_position_embeddings"
+    ),
+    "golden no mode": _c("golden --model {tiny} --out {empty}/g.pt --prompt-ids 1,2", 2, "--max-new-tokens"),
+    "golden out in missing directory": _c(
+        "golden --model {tiny} --out {empty}/nope/g.pt --prompt-ids 1 --max-new-tokens 1", 2, "--out"
+    ),
+    "golden out is a directory": _c(
+        "golden --model {tiny} --out {empty} --prompt-ids 1 --max-new-tokens 1", 2, "--out"
+    ),
+    "golden missing model": _c(
+        "golden --model {empty}/nope --out {empty}/g.pt --prompt-ids 1 --max-new-tokens 1", 2, "--model"
+    ),
+    "golden model without config": _c(
+        "golden --model {empty} --out {empty}/g.pt --prompt-ids 1 --max-new-tokens 1", 1, "config.json"
+    ),
     "no command": _c("", 2, "COMMAND"),
     "unknown command": _c("frobnicate", 2, "frobnicate"),
 }
@@ -263,9 +313,7 @@ def test_without_debug_no_traceback_and_dsv3_debug_0_is_off(dirs: dict[str, Path
     run = run_dsv3(["generate", "--model", str(dirs["empty"])], dirs["tripwire"], DSV3_DEBUG="0")
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
-    assert error_line(run.stderr, 1) == (
-        f"dsv3 generate: error: {dirs['empty']}: directory has no config.json"
-    )
+    assert error_line(run.stderr, 1) == (f"dsv3 generate: error: {dirs['empty']}: directory has no config.json")
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dsv3_config import preset
-from dsv3_model.cli.golden_command import parse_size
 from dsv3_model.cli.main import main
+from dsv3_model.cli.options import byte_size
 from dsv3_model.generation import generate, teacher_forced_logits
 from dsv3_model.loading import load_causal_lm
 from dsv3_weights.synthetic import make_checkpoint
@@ -80,29 +80,8 @@ def test_teacher_forced_scores_every_position(bf16_dir, tmp_path, capsys):
     assert torch.equal(torch.stack(obj.scores)[:, 0], expected[4:7])
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["--max-new-tokens", "2", "--max-memory", "lots"], "--max-memory: expected a size"),
-        (["--max-new-tokens", "0"], "--max-new-tokens: must be >= 1"),
-        (["--teacher-forced", "1,x"], "--teacher-forced: expected comma-separated integers"),
-        (["--teacher-forced", "1,999999"], "--teacher-forced: ids must be in 0..255"),
-    ],
-)
-def test_bad_options_are_one_line_exit_2(bf16_dir, tmp_path, capsys, extra, message):
-    args = ["golden", "--model", str(bf16_dir), "--prompt-ids", PROMPT, "--out", str(tmp_path / "x.pt"), *extra]
-    assert main(args) == 2
-    assert message in capsys.readouterr().err
-
-
-def test_prompt_rows_of_different_lengths_are_refused(bf16_dir, tmp_path, capsys):
-    args = ["golden", "--model", str(bf16_dir), "--prompt-ids", "1,2;3", "--max-new-tokens", "2"]
-    assert main([*args, "--out", str(tmp_path / "x.pt")]) == 2
-    assert "must have one length" in capsys.readouterr().err
-
-
 def test_sizes_are_powers_of_1024():
-    assert parse_size("1GB") == parse_size("1GiB") == parse_size("1g") == 1024**3
-    assert parse_size("512MiB") == 512 * 1024**2
-    assert parse_size("1.5K") == 1536
-    assert parse_size("4096") == 4096
+    assert byte_size("1GB") == byte_size("1GiB") == byte_size("1g") == 1024**3
+    assert byte_size("512MiB") == 512 * 1024**2
+    assert byte_size("1.5K") == 1536
+    assert byte_size("4096") == 4096

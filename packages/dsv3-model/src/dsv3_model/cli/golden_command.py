@@ -2,90 +2,92 @@
 
 Greedy (`--max-new-tokens N`) or teacher-forced (`--teacher-forced IDS`: the continuation to score) over
 the prompt; writes the golden file NxDI's `inference_demo --expected-outputs-path` reads, prints the
-tokens on stdout and the summary (time, bytes read, peak RSS) on stderr.
+tokens on stdout and the summary (time, bytes read, peak RSS) on stderr. Options are checked as every
+`dsv3` command checks them (`cli/options.py` while parsing, `cli/prompts.py` against the config), before
+torch is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-from pathlib import Path
 
 from dsv3_model.cli.errors import UsageError
+from dsv3_model.cli.options import (
+    byte_size,
+    existing_directory,
+    file_in_existing_directory,
+    non_empty_text,
+    positive_int,
+    prompt_ids,
+)
+from dsv3_model.cli.prompts import check_positions, check_prompt_ids
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     gold = subparsers.add_parser("golden", help="reference logits, weights streamed from the checkpoint")
-    gold.add_argument("--model", type=Path, required=True, help="HF checkpoint directory (FP8 or BF16)")
+    gold.add_argument("--model", type=existing_directory, required=True, help="HF checkpoint directory (FP8 or BF16)")
     prompt = gold.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt", help="text (needs a tokenizer in the model directory)")
-    prompt.add_argument("--prompt-ids", help="comma-separated token ids; ';' separates rows of equal length")
+    prompt.add_argument("--prompt", type=non_empty_text, help="text (needs a tokenizer in the model directory)")
+    prompt.add_argument(
+        "--prompt-ids", type=prompt_ids, help="comma-separated token ids; ';' separates rows of equal length"
+    )
     mode = gold.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--max-new-tokens", type=int, help="greedy: generate and score N tokens")
-    mode.add_argument("--teacher-forced", metavar="IDS", help="score these comma-separated ids after the prompt")
-    gold.add_argument("--out", type=Path, required=True, help="golden file to write (torch.save)")
-    gold.add_argument("--max-memory", help="bound on resident weights, e.g. 1GB, 512MiB (default: half the RAM)")
+    mode.add_argument("--max-new-tokens", type=positive_int, help="greedy: generate and score N tokens, >= 1")
+    mode.add_argument(
+        "--teacher-forced", type=prompt_ids, metavar="IDS", help="score these comma-separated ids after the prompt"
+    )
+    gold.add_argument("--out", type=file_in_existing_directory, required=True, help="golden file to write")
+    gold.add_argument(
+        "--max-memory", type=byte_size, help="bound on resident weights, e.g. 1GB, 512MiB (default: half the RAM)"
+    )
     gold.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     gold.add_argument("--no-progress", action="store_true", help="no progress bars")
+    gold.add_argument(
+        "--allow-long", action="store_true", help="run past max_position_embeddings (a warning instead of the error)"
+    )
     gold.set_defaults(handler=_golden)
-
-
-def parse_size(text: str) -> int:
-    """`1GB`, `1.5G`, `512MiB`, `1048576`: bytes, powers of 1024 whichever spelling."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:i?B)?\s*", text, flags=re.IGNORECASE)
-    if match is None:
-        raise UsageError(f"--max-memory: expected a size like 1GB or 512MiB, got {text!r}")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-
-
-def parse_ids(option: str, text: str) -> list[list[int]]:
-    try:
-        rows = [[int(tok) for tok in part.split(",") if tok.strip()] for part in text.split(";")]
-    except ValueError:
-        raise UsageError(f"{option}: expected comma-separated integers, got {text!r}") from None
-    if any(not row for row in rows):
-        raise UsageError(f"{option}: every row needs at least one id, got {text!r}")
-    return rows
 
 
 def _prompts(args: argparse.Namespace, vocab: int) -> list[list[int]]:
     if args.prompt is not None:
-        from dsv3_model.tokenizer import load_tokenizer
+        from dsv3_model.cli.run_commands import _text_tokenizer
 
-        tokenizer = load_tokenizer(args.model)
-        if tokenizer is None:
-            raise UsageError(f"--prompt needs a tokenizer in {args.model}; use --prompt-ids")
-        prompts = [list(tokenizer.encode(args.prompt))]
-    else:
-        prompts = parse_ids("--prompt-ids", args.prompt_ids)
+        prompts = [list(_text_tokenizer(args.model).encode(args.prompt))]
+        if not prompts[0]:
+            raise UsageError(f"--prompt: {args.prompt!r} encodes to no tokens")
+        check_prompt_ids(prompts, vocab, "the tokenizer's ids of --prompt")
+        return prompts
+    prompts = args.prompt_ids
     if len({len(p) for p in prompts}) != 1:
         raise UsageError("--prompt-ids: the rows of a golden batch must have one length")
-    _check_ids("--prompt-ids", prompts, vocab)
-    return prompts
+    check_prompt_ids(prompts, vocab, "--prompt-ids")
+    return list(prompts)
 
 
-def _check_ids(option: str, rows: list[list[int]], vocab: int) -> None:
-    for row in rows:
-        if min(row) < 0 or max(row) >= vocab:
-            raise UsageError(f"{option}: ids must be in 0..{vocab - 1}, got {row}")
+def _continuation(args: argparse.Namespace, prompts: list[list[int]], vocab: int) -> list[int]:
+    if len(args.teacher_forced) != 1 or len(prompts) != 1:
+        raise UsageError("--teacher-forced: scores one sequence (no ';' in --prompt-ids or --teacher-forced)")
+    check_prompt_ids(args.teacher_forced, vocab, "--teacher-forced")
+    return list(args.teacher_forced[0])
 
 
 def _golden(args: argparse.Namespace) -> int:
     from dsv3_config import load_config
 
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise UsageError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
-    if not args.out.parent.is_dir():
-        raise UsageError(f"--out: directory {args.out.parent} does not exist")
-    max_memory = parse_size(args.max_memory) if args.max_memory is not None else _half_ram()
     cfg = load_config(args.model)
     prompts = _prompts(args, cfg.vocab_size)
+    continuation = None if args.teacher_forced is None else _continuation(args, prompts, cfg.vocab_size)
+    scored = args.max_new_tokens if continuation is None else len(continuation)
+    check_positions(prompts, scored, cfg.max_position_embeddings, allow_long=args.allow_long)
+    max_memory = args.max_memory if args.max_memory is not None else _half_ram()
 
+    from dsv3_model.golden.threads import prefer_passive_omp_wait
+
+    prefer_passive_omp_wait()  # before torch loads libgomp
     import torch
 
     from dsv3_model.golden.golden_file import write_golden
@@ -93,13 +95,9 @@ def _golden(args: argparse.Namespace) -> int:
 
     dtype = getattr(torch, DTYPES[args.dtype])
     progress = not args.no_progress
-    if args.teacher_forced is not None:
-        continuation = parse_ids("--teacher-forced", args.teacher_forced)
-        if len(continuation) != 1 or len(prompts) != 1:
-            raise UsageError("--teacher-forced: scores one sequence (no ';' in --prompt-ids or --teacher-forced)")
-        _check_ids("--teacher-forced", continuation, cfg.vocab_size)
+    if continuation is not None:
         run = golden_teacher_forced(
-            args.model, prompts[0], continuation[0], dtype=dtype, max_memory=max_memory, progress=progress
+            args.model, prompts[0], continuation, dtype=dtype, max_memory=max_memory, progress=progress
         )
     else:
         run = golden_greedy(

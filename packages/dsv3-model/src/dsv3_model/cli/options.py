@@ -151,3 +151,30 @@ def check_ep_divides_tp(tp: int, ep: int) -> None:
     """Expert parallelism splits the tp ranks into ep groups of tp/ep (NxDI's moe_tp_degree)."""
     if tp % ep:
         raise UsageError(f"--ep {ep} must divide --tp {tp} (each expert group has tp/ep ranks)")
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def byte_size(text: str) -> int:
+    """`1GB`, `1.5G`, `512MiB`, `1048576`: a number of bytes >= 1, powers of 1024 whichever spelling
+    (memory is sized in GiB; `1GB` meaning 10^9 would surprise nobody's RAM)."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:i?B)?\s*", text, flags=re.IGNORECASE)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a size like 1GB, 512MiB or 4096, got {text[:40]!r}")
+    value = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text.strip()}")
+    return value
+
+
+def file_in_existing_directory(text: str) -> Path:
+    """A file to write, in a directory that exists (written under a temporary name, then renamed)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; expected a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"directory {str(path.parent)!r} does not exist")
+    return path

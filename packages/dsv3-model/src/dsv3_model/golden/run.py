@@ -81,6 +81,7 @@ def streamed_model(
         try:
             yield streamed_causal_lm(weights), weights
         finally:
+            weights.release()
             bars.close()
 
 

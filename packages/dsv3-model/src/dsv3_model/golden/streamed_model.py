@@ -14,10 +14,12 @@ forcing); four of its parts are swapped for stand-ins that fetch the real module
   in-memory `GroupedExperts` over all experts: the output is bit-identical.
 - `lm_head` -> `StreamedHead`: the real `nn.Linear` (as `DeepseekForCausalLM.lm_head`), from the cache.
 
-Memory: the cache holds at most `capacity` bytes of layers, experts and head; the experts of one MoE
-call are stacked into a buffer of at most `expert_stack_bytes` (when the chosen experts do not fit,
-they run in consecutive groups and the group outputs are summed: the same products, summed in another
-order, so equal up to fp32 rounding instead of bit for bit; docs/golden.md).
+Memory: the cache holds at most `capacity` bytes of layers, the head and experts (experts only in
+free room: `WeightCache.offer`); the chosen experts of one MoE call are dequantized straight
+into one reused buffer of at most `expert_stack_bytes` (`ExpertStack`). When they do not fit it, they
+run in consecutive groups and the group outputs are summed: another summation order (and a group's
+first expert also runs, at weight zero, the rows routed to the other groups, which can change how its
+matrix product is blocked), so equal up to fp32 rounding instead of bit for bit (docs/golden.md).
 
 Shape legend: B batch, S tokens, D hidden, T tokens flattened, K experts per token, A active experts,
 X 2 x expert intermediate, I expert intermediate, U distinct ids, V vocabulary.
@@ -63,6 +65,7 @@ class StreamedWeights:
         self.progress = progress or NoProgress()
         self._sizes: dict[str, int] = {}
         self._names = source.reader.keys()
+        self.stack = ExpertStack(self.cfg, dtype, self.stack_slots())
         self.head_prefix = (
             "lm_head." if "lm_head.weight" in source or not self.cfg.tie_word_embeddings else ("model.embed_tokens.")
         )
@@ -101,9 +104,7 @@ class StreamedWeights:
 
     def head(self) -> nn.Module:
         cfg = self.cfg
-        return self.module(
-            "lm_head", self.head_prefix, lambda: nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        )
+        return self.module("lm_head", self.head_prefix, lambda: nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False))
 
     def norm(self) -> nn.Module:
         """The final norm (hidden_size values): loaded once, outside the cache."""
@@ -126,26 +127,39 @@ class StreamedWeights:
     def expert_bytes(self) -> int:
         return 3 * self.cfg.moe_intermediate_size * self.cfg.hidden_size * self.dtype.itemsize
 
-    def expert(self, layer: int, expert: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expert `expert` of `layer`: gate_up [X, H] and down [H, I] in the model dtype, cached."""
+    def release(self) -> None:
+        """Free the cached weights and the stack buffer (the stand-in modules and this object reference
+        each other, so without this they would wait for the garbage collector)."""
+        self.cache.clear()
+        self.stack.release()
 
-        def load() -> tuple[torch.Tensor, torch.Tensor]:
-            gate_up, down = self.expert_sources(layer)
-            get = self.source.get
-            return gate_up.expert(get, expert).to(self.dtype), down.expert(get, expert).to(self.dtype)
-
-        return self.cache.get(f"layer {layer} expert {expert}", self.expert_bytes(), load)
+    def stack_slots(self) -> int:
+        """How many experts the stack buffer holds (at least one, at most every routed expert)."""
+        return min(self.cfg.n_routed_experts, max(1, self.expert_stack_bytes // max(1, self.expert_bytes())))
 
     def expert_stack(self, layer: int, experts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stacks `[C, X, H]`, `[C, H, I]` of the given experts, filled one expert at a time."""
-        inter, hidden = self.cfg.moe_intermediate_size, self.cfg.hidden_size
-        gate_up_CXH = torch.empty(len(experts), 2 * inter, hidden, dtype=self.dtype)
-        down_CHI = torch.empty(len(experts), hidden, inter, dtype=self.dtype)
+        """Stacks `[C, X, H]`, `[C, H, I]` of the given experts in the reused buffer (views of its first C
+        slots, valid until the next call), each expert dequantized straight into its slot."""
+        gate_up_CXH, down_CHI = self.stack.slots(len(experts))
         for slot, expert in enumerate(experts):
-            gate_up_XH, down_HI = self.expert(layer, expert)
-            gate_up_CXH[slot].copy_(gate_up_XH)
-            down_CHI[slot].copy_(down_HI)
+            self.fill_slot(layer, expert, gate_up_CXH[slot], down_CHI[slot])
         return gate_up_CXH, down_CHI
+
+    def fill_slot(self, layer: int, expert: int, gate_up_XH: torch.Tensor, down_HI: torch.Tensor) -> None:
+        """Expert `expert` of `layer` into the slot: from the cache, or read and dequantized tensor by tensor
+        into the slot's rows (no per-expert copy, no concatenation), then offered to the cache."""
+        key = f"layer {layer} expert {expert}"
+        cached = self.cache.lookup(key)
+        if cached is not None:
+            gate_up_XH.copy_(cached[0])
+            down_HI.copy_(cached[1])
+            return
+        for stacked, slot in zip(self.expert_sources(layer), (gate_up_XH, down_HI), strict=True):
+            parts = slot.chunk(len(stacked.templates), dim=stacked.concat_dim)
+            for template, part in zip(stacked.templates, parts, strict=True):
+                part.copy_(self.source.get(template.format(e=expert)))
+        self.cache.count_load()
+        self.cache.offer(key, self.expert_bytes(), lambda: (gate_up_XH.clone(), down_HI.clone()))
 
     # ---- checks --------------------------------------------------------------------------------
 
@@ -181,6 +195,34 @@ class StreamedWeights:
             raise CheckpointError(f"{reader.directory}: {problems[0]}{more}")
 
 
+class ExpertStack:
+    """The buffer the chosen experts of one MoE call are stacked into: allocated once, grown (never past
+    `max_slots`) only when a call chooses more experts than it holds, and reused by every call, so no
+    second stack is ever alive while the next one fills and the allocator sees no churn of large blocks."""
+
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, max_slots: int) -> None:
+        self.shape_XH = (2 * cfg.moe_intermediate_size, cfg.hidden_size)
+        self.shape_HI = (cfg.hidden_size, cfg.moe_intermediate_size)
+        self.dtype = dtype
+        self.max_slots = max_slots
+        self.release()
+
+    def release(self) -> None:
+        """Back to an empty buffer."""
+        self.gate_up_CXH = torch.empty(0, *self.shape_XH, dtype=self.dtype)
+        self.down_CHI = torch.empty(0, *self.shape_HI, dtype=self.dtype)
+
+    def slots(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `count` slots (contiguous, aligned views), growing the buffer first if needed."""
+        if count > self.max_slots:
+            raise ValueError(f"{count} experts do not fit a stack of {self.max_slots}")
+        if count > self.gate_up_CXH.shape[0]:
+            self.release()  # free the old buffer before allocating the new one
+            self.gate_up_CXH = torch.empty(count, *self.shape_XH, dtype=self.dtype)
+            self.down_CHI = torch.empty(count, *self.shape_HI, dtype=self.dtype)
+        return self.gate_up_CXH[:count], self.down_CHI[:count]
+
+
 def _state_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
@@ -197,7 +239,7 @@ class StreamedExperts(nn.Module):
         active_A = torch.unique(topk_idx_TK)  # ascending
         local_TK = torch.searchsorted(active_A, topk_idx_TK)  # monotone renumbering 0..A-1
         experts = active_A.tolist()
-        group = max(1, self.weights.expert_stack_bytes // max(1, self.weights.expert_bytes()))
+        group = self.weights.stack_slots()
         out_TH: torch.Tensor | None = None
         for first in range(0, len(experts), group):
             gate_up_CXH, down_CHI = self.weights.expert_stack(self.layer, experts[first : first + group])
@@ -243,6 +285,13 @@ class StreamedHead(nn.Module):
     def __init__(self, weights: StreamedWeights) -> None:
         super().__init__()
         self.weights = weights
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The head's weight, from the cache (generation reads `lm_head.weight.device`)."""
+        head = self.weights.head()
+        assert isinstance(head, nn.Linear)
+        return head.weight
 
     def forward(self, hidden_BSD: torch.Tensor) -> torch.Tensor:
         logits = self.weights.head()(hidden_BSD)
