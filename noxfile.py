@@ -1,5 +1,5 @@
 """Developer and CI sessions. Every session builds its environments with uv (about 1 s warm, see
-shared ENVIRONMENT.md: nox's default pip backend costs ~16 min for the six package suites).
+docs/environment.md: nox's default pip backend costs ~16 min for the six package suites).
 
 - `unit-<pkg>`: each package's CPU suite in its own venv holding only that package, its declared
   in-repo dependencies and test tools, so an undeclared import fails.

@@ -1,5 +1,5 @@
 """Test support only: import-only stand-ins for the compiled Neuron modules, so NxD and NxDI import on
-a machine without the Neuron SDK and run in their CPU mode (shared NXDI_CPU.md).
+a machine without the Neuron SDK and run in their CPU mode (docs/nxdi-cpu.md).
 
 NxD and NxDI import `torch_xla`, `torch_neuronx`, `libneuronxla`, `neuronxcc`, `nki` and `nkilib` at
 module top level even in CPU mode, and NxD evaluates `torch.classes.neuron.SPMDModel` /

@@ -99,7 +99,7 @@ def test_v3_parameter_counts_with_and_without_mtp():
     # (its "671B + 14B" rounds loosely: 11.61 + 2 x 0.93 = 13.46 B).
     assert counts.mtp == pytest.approx(11.5e9, abs=0.15e9)
     assert counts.mtp_shared == 2 * 129280 * 7168
-    # One token reads 36.6 B weights (REFERENCE_PORT.md "Physical limits"); DeepSeek rounds it to "37B".
+    # One token reads 36.6 B weights (docs/reference-port.md "Physical limits"); DeepSeek rounds it to "37B".
     assert counts.activated == pytest.approx(36.6e9, rel=0.001)
 
 

@@ -48,7 +48,7 @@ def shrunk(cfg: ModelConfig) -> ModelConfig:
     """Tiny widths, the same distinguishing keys. Experts: 4 per group (12 with one group), so top-k is at most
     half the kept groups' experts, as in the real models (V3: 8 of 128). Were top-k all of them, a negative
     biased score among them would expose transformers 4.57's `0.0` fill for masked experts where DeepSeek and
-    dsv3 use `-inf` (NUMERICS.md section 6), a known difference no published model reaches."""
+    dsv3 use `-inf` (docs/numerics.md section 6), a known difference no published model reaches."""
     per_group = 4 if cfg.n_group > 1 else 12
     experts = cfg.n_group * per_group
     return cfg.replace(

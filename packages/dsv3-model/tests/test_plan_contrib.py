@@ -1,4 +1,4 @@
-"""The contrib port's published facts (shared/REFERENCE_PORT.md), reproduced within 5%.
+"""The contrib port's published facts (docs/reference-port.md), reproduced within 5%.
 
 V3 on trn2.48xlarge, TP 64, LNC 2, BF16, batch 1, contrib layout.
 """

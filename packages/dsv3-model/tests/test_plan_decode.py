@@ -1,4 +1,4 @@
-"""Decode floors for V3 on trn2.48xlarge against REFERENCE_PORT.md's physical limits.
+"""Decode floors for V3 on trn2.48xlarge against docs/reference-port.md's physical limits.
 
 73.2 GB (BF16) / 37.7 GB (FP8 with block scales) activated per token over 46.4 TB/s = 1.58 / 0.81 ms.
 The dsv3 layout at TP 64 splits every byte a token reads (norms aside), so one rank's floor is that.

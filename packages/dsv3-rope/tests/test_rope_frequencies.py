@@ -1,4 +1,4 @@
-"""Inverse frequencies and the cos/sin factor pinned to closed forms (NUMERICS.md section 2)."""
+"""Inverse frequencies and the cos/sin factor pinned to closed forms (docs/numerics.md section 2)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ V3_YARN = YarnScaling.model_validate(
 
 
 def test_v3_correction_range_is_10_to_23() -> None:
-    # d(32) = 10.47 -> floor 10; d(1) = 22.51 -> ceil 23 (NUMERICS.md section 2, derived).
+    # d(32) = 10.47 -> floor 10; d(1) = 22.51 -> ceil 23 (docs/numerics.md section 2, derived).
     assert yarn_correction_range(V3_YARN, 64, 10000.0) == (10, 23)
 
 

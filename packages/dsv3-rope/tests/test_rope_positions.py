@@ -1,4 +1,4 @@
-"""Per-row positions: each batch row is rotated by its own positions (REFERENCE_PORT.md defect #1).
+"""Per-row positions: each batch row is rotated by its own positions (docs/reference-port.md defect #1).
 
 The reference is the closed form: each adjacent pair (x0, x1) is the complex number x0 + i x1,
 multiplied by exp(i * position * inv_freq) in float64.

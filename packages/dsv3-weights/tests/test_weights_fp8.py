@@ -2,7 +2,7 @@
 
 Why not transformers: 4.57 refuses to load FP8 checkpoints without a GPU/XPU
 (`quantizers/quantizer_finegrained_fp8.py:47-48`), and its block size is inferred as rows / scale rows,
-which is wrong on partial edge blocks (ENVIRONMENT.md). The loop below is the definition from DeepSeek's
+which is wrong on partial edge blocks (docs/environment.md). The loop below is the definition from DeepSeek's
 README_WEIGHTS.md: `W[i, j] = fp8[i, j] * scale_inv[i // br, j // bc]`, computed in fp32.
 """
 

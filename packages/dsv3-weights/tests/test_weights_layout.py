@@ -24,7 +24,7 @@ V2_LITE_LIKE = {
 @pytest.mark.parametrize("changes", [{}, V2_LITE_LIKE, {"attention_bias": True}], ids=["tiny", "v2-lite-like", "bias"])
 def test_non_mtp_layout_equals_hf_checkpoint(changes: dict[str, object], tmp_path: Path) -> None:
     """transformers' `save_pretrained` names and shapes (both major versions write per-expert names);
-    under 4.x its in-memory `state_dict()` too (5.x fuses experts in memory, ENVIRONMENT.md)."""
+    under 4.x its in-memory `state_dict()` too (5.x fuses experts in memory, docs/environment.md)."""
     cfg = preset("tiny").replace(**changes)
     model = hf_causal_lm(cfg)
     ours = {name: spec.shape for name, spec in checkpoint_layout(cfg).items() if not spec.mtp}

@@ -143,7 +143,7 @@ class ModelConfig(BaseModel):
         """`qk_head_dim^-0.5`, times `get_mscale(factor, mscale_all_dim)^2` under YaRN (V3: 0.1352338).
 
         V2 in transformers 4.57 never applies the mscale to the softmax; V3 does when
-        `mscale_all_dim` is truthy (NUMERICS.md section 2 and 7).
+        `mscale_all_dim` is truthy (docs/numerics.md section 2 and 7).
         """
         scale = self.qk_head_dim**-0.5
         if self.model_type != "deepseek_v2" and self.rope_scaling is not None and self.rope_scaling.mscale_all_dim:

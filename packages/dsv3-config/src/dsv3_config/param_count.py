@@ -5,7 +5,7 @@ published checkpoint stores it (DeepSeek's "685B" also counts its 0.04 B of FP8 
 activated per token. "Activated" counts the weights one token's forward pass reads: every layer's attention and
 norms, the dense MLPs, the router, the shared experts and `num_experts_per_tok` routed experts, the
 lm_head, and one row of the embedding table (a lookup, not the whole table). DeepSeek quotes "37B";
-REFERENCE_PORT.md computes 36.6 B the same way. Counting the whole embedding table gives 37.55 B.
+docs/reference-port.md computes 36.6 B the same way. Counting the whole embedding table gives 37.55 B.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 
 `MultiTokenPredictionLayer` is DeepSeek-V3's layer `num_hidden_layers` (61): a full MoE decoder block
 plus `enorm`, `hnorm`, `eh_proj`, `shared_head.{norm, head}` and its own `embed_tokens`, with the keys
-the checkpoint uses (NUMERICS.md section 10). It predicts the token after next from the main model's
+the checkpoint uses (docs/numerics.md section 10). It predicts the token after next from the main model's
 last hidden state and the next token: `h' = eh_proj([enorm(embed(t_next)) ; hnorm(h)])`, the block,
 then `shared_head`. Generation does not use it (speculative decoding is not implemented); it is loaded
 when the checkpoint has it, so nothing is silently dropped, and skipped on request.

@@ -2,7 +2,7 @@
 
 Why per row: in a batch, each row sits at its own positions (decode after prompts of different
 lengths, padded prefill). cos/sin are computed from `position_ids_BS` element by element, never from
-row 0 (the NxDI contrib port's bug, REFERENCE_PORT.md #1).
+row 0 (the NxDI contrib port's bug, docs/reference-port.md #1).
 
 Layout: DeepSeek checkpoints rotate adjacent pairs `(x0, x1), (x2, x3), ...` as complex numbers
 (official `inference/model.py`). `apply_rotary` does exactly that, on the tensor as it comes out of

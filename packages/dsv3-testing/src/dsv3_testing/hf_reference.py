@@ -58,7 +58,7 @@ def hf5_v2_softmax_mscale(cfg: ModelConfig) -> float:
 
     transformers 5 (`yarn_apply_mscale` in `modeling_deepseek_v2.py`) multiplies V2's `qk_head_dim^-0.5` by
     `get_mscale(factor, mscale_all_dim)^2` under YaRN, as V3 and DeepSeek's own V2 code do; 4.57 does not
-    (NUMERICS.md section 7). dsv3 follows 4.57, the version it pins, so V2 YaRN logits differ under 5.x.
+    (docs/numerics.md section 7). dsv3 follows 4.57, the version it pins, so V2 YaRN logits differ under 5.x.
     """
     from dsv3_config import yarn_get_mscale
 

@@ -1,4 +1,4 @@
-"""FP8 e4m3 block (de)quantization of DeepSeek-V3 checkpoints (NUMERICS.md section 9).
+"""FP8 e4m3 block (de)quantization of DeepSeek-V3 checkpoints (docs/numerics.md section 9).
 
 `W = fp8.float() * weight_scale_inv[i // br, j // bc]` for a weight `[M, N]` with a scale grid
 `[ceil(M / br), ceil(N / bc)]`; the last row/column block may be partial (V3's `kv_a_proj_with_mqa` is

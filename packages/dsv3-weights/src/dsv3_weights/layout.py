@@ -5,7 +5,7 @@ FP8 release stores it as `float8_e4m3fn` with a `weight_scale_inv` (every Linear
 MLP, routed and shared experts: DeepSeek `inference/model.py:760`; not embeddings, norms, the router's
 `gate.weight` (bf16) and `e_score_correction_bias` (fp32), `lm_head`, nor the MTP `eh_proj`, which the
 V3 release stores in BF16), and whether it belongs to an MTP layer (index >= `num_hidden_layers`,
-NUMERICS.md section 10; DeepSeek ships the MTP layer's own `embed_tokens` and `shared_head.head` too).
+docs/numerics.md section 10; DeepSeek ships the MTP layer's own `embed_tokens` and `shared_head.head` too).
 make-checkpoint, verify-checkpoint, convert and the model loader all read this one table.
 """
 

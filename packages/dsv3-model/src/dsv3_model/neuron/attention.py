@@ -1,7 +1,7 @@
 """dsv3-mla's `MultiHeadLatentAttention` inside NxDI: NxD parallel linears injected, heads sharded by
 tp (in CPU mode too), per-row RoPE positions, absorbed decode, the latent cached once.
 
-NxDI's decoder-layer contract (NXDI_CONTRACT.md section 5): context encoding (CTE) passes no cache and
+NxDI's decoder-layer contract (docs/nxdi-contract.md section 5): context encoding (CTE) passes no cache and
 a causal `[B, 1, S, S]` mask over token indices (which ignores right padding); token generation (TKG)
 passes the layer's cache `[k, v]` sliced to the bucket and a `[B, 1, 1, T]` mask of the valid prior
 slots, and writes this call's entries itself after the last layer, so the current token is *not* in

@@ -8,7 +8,7 @@ values are validated) and stores its HF dict as `dsv3_hf_config`; on reload that
 source, so the NxDI aliases below (which overwrite HF names such as `intermediate_size`) never feed
 back into the model config.
 
-NxDI attributes derived here (NXDI_CONTRACT.md sections 2, 6, 11, 18): `intermediate_size` is the
+NxDI attributes derived here (docs/nxdi-contract.md sections 2, 6, 11, 18): `intermediate_size` is the
 *expert* width (read by `initialize_moe_module`), the dense width is `dense_intermediate_size`;
 `num_local_experts`; `num_key_value_heads = 1` and `head_dim = kv_lora_rank + qk_rope_head_dim` (the one
 latent per token; the KV manager of `kv_cache.py` allocates it split, without a duplicate).

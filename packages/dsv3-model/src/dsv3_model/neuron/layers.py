@@ -2,7 +2,7 @@
 layers) or NxDI's MoE (`initialize_moe_module`: `ExpertMLPsV2` routed experts, `SharedExperts`) with
 the fp32 dsv3 router swapped in.
 
-The layer follows NxDI's decoder-layer contract (NXDI_CONTRACT.md section 5): it takes NxDI's
+The layer follows NxDI's decoder-layer contract (docs/nxdi-contract.md section 5): it takes NxDI's
 keyword arguments (and ignores the ones it does not use), and returns `(hidden, (k, v), cos, sin,
 residual)` with the cache entries of `NeuronLatentAttention`. Submodule names are HF's
 (`self_attn`, `mlp`, `input_layernorm`, `post_attention_layernorm`, dense `gate_proj`/`up_proj`/

@@ -1,7 +1,7 @@
 """The NxDI causal LM for the DeepSeek-V3 family: `NeuronDsv3Model` (the traced module) and
 `NeuronDsv3ForCausalLM` (the application class users and vLLM's Neuron plugin instantiate).
 
-Contract: NXDI_CONTRACT.md sections 4 and 7. Embedding split across the hidden dim, `lm_head`
+Contract: docs/nxdi-contract.md sections 4 and 7. Embedding split across the hidden dim, `lm_head`
 column-parallel and padded (`gather_output` unless sampling on device, which gathers itself), the
 latent KV manager installed in `init_inference_optimization`.
 """

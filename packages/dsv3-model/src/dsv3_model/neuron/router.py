@@ -2,7 +2,7 @@
 
 NxD's `GroupLimitedRouter` casts the affinities to the activation dtype (bf16) before the bias and
 top-k, masks unselected groups with 0.0 instead of -inf, and returns unnormalized, unscaled
-affinities (NxD `modules/moe/routing.py:384`, `:404-413`; REFERENCE_PORT.md #4). Here the logits,
+affinities (NxD `modules/moe/routing.py:384`, `:404-413`; docs/reference-port.md #4). Here the logits,
 scores, bias, group choice and top-k all stay fp32 whatever the activation dtype, masked groups are
 -inf, and the returned dense `[T, E]` affinities are already normalized (when `norm_topk_prob`) and
 multiplied by `routed_scaling_factor`, so `ExpertMLPsV2` must run with `normalize_top_k_affinities`

@@ -1,7 +1,7 @@
 """HF checkpoint -> the key layout of `NeuronDsv3Model` (after NxDI strips the leading `model.`).
 
 Attention, norms, embeddings, `lm_head`, dense MLPs and shared experts keep HF's names. MoE layers
-are renamed to NxDI's `initialize_moe_module` layout (NXDI_CONTRACT.md section 8): `mlp.gate.weight`
+are renamed to NxDI's `initialize_moe_module` layout (docs/nxdi-contract.md section 8): `mlp.gate.weight`
 -> `mlp.router.linear_router.weight`, `mlp.gate.e_score_correction_bias` ->
 `mlp.router.e_score_correction_bias`, per-expert `gate_proj`/`up_proj` [I, H] -> one
 `mlp.expert_mlps.mlp_op.gate_up_proj.weight` [E, H, 2I] (gate in `[..., :I]`), `down_proj` [H, I] ->

@@ -1,6 +1,6 @@
 """The contrib port's published facts, and the scratch constant interval they imply.
 
-Facts (shared/REFERENCE_PORT.md, from the port's README): trn2.48xlarge, TP 64, LNC 2, BF16, batch 1;
+Facts (docs/reference-port.md, from the port's README): trn2.48xlarge, TP 64, LNC 2, BF16, batch 1;
 64 per-rank weight files of "21.4 GB"; seq_len 512 runs; seq_len 1024 compiles but fails to load with
 "TKG model 23.1 GB + CTE scratchpad > 24 GB HBM per NC pair".
 

@@ -4,7 +4,7 @@ MLA caches one `latent_cache_width` entry per token per layer (`[k_pe | compress
 V3), shared by all heads. Under tensor parallelism every rank computes its heads' attention over the
 whole latent, so every rank holds the whole cache: it is replicated, not sharded, and does not shrink
 with TP. The contrib port writes the entry into both the K and the V slot of NxDI's cache manager
-(REFERENCE_PORT.md defect 2), storing `cache_copies = 2` of it; its decode graph reads only the K slot.
+(docs/reference-port.md defect 2), storing `cache_copies = 2` of it; its decode graph reads only the K slot.
 """
 
 from __future__ import annotations

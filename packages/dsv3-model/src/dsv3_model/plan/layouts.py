@@ -2,7 +2,7 @@
 
 Two named layouts are compared throughout:
 
-- `contrib`: what the NxDI contrib DeepSeek-V3 port does (shared/REFERENCE_PORT.md). Everything is
+- `contrib`: what the NxDI contrib DeepSeek-V3 port does (docs/reference-port.md). Everything is
   dequantized to BF16 on the host; `q_a_proj` and `kv_a_proj_with_mqa` are plain `nn.Linear`, so every rank
   holds and reads them whole; the router's weight is fp32 and replicated; experts are split by TP only; the
   latent cache entry is written to both the K and the V slot (two copies); the prefill graph runs every
@@ -11,7 +11,7 @@ Two named layouts are compared throughout:
   over TP: the input is already replicated after the previous all-reduce, so slicing it is free, hidden is
   divisible by every TP that divides the heads, and one all-reduce of the 2112-wide fused output lands the
   full latent on every rank, where the latent norms and the cache need it). The router weight stays BF16
-  as in the checkpoint (fp32 compute, NUMERICS.md section 6) and is split by expert, so each logit is still
+  as in the checkpoint (fp32 compute, docs/numerics.md section 6) and is split by expert, so each logit is still
   one full-length dot product and only 256 fp32 logits are all-gathered. Experts are split over EP x TP,
   weights may stay FP8 with their block scales, the latent is cached once, and prefill runs grouped
   experts (each token only through its top-k).
