@@ -6,12 +6,13 @@ another row's padding. Rows stop on an EOS id or at `max_new_tokens`; finished r
 padding token whose output is discarded (their cache slots are never read again).
 
 Eager decode is the default, compiled decode an option (`compile_decode=True`; `dsv3 generate` runs
-eagerly), from measurement on the medium preset, 1 thread, 256-token context (benchmarks/bench_model.py):
-the compiled step is 13.9 ms against eager 18.0 ms in fp32 and 14.9 against 21.0 in bf16, but compiling
-it takes 22-29 s on 2 cores for each new batch size and cache length, so it repays itself only after
-some 5,000 decoded tokens of one shape. A serving loop with fixed shapes should compile; a command that
-generates a few hundred tokens should not. A compiled model keeps its step (`compiled_step`), so later
-calls of the same shapes compile nothing.
+eagerly), from measurement on the medium preset, 256-token context (benchmarks/bench_model.py, a shared
+2-core AMD EPYC with avx512_bf16, no AMX): the compiled step is faster per token (1 thread: 13.9 ms
+against 18.0 in fp32, 14.9 against 21.0 in bf16; 2 threads at load average ~5: 16.1 against 8.8 tok/s
+in fp32), but compiling takes 22-29 s on 2 cores for each new batch size and cache length, so it repays
+itself only after some 5,000 decoded tokens of one shape. A serving loop with fixed shapes should
+compile; a command that generates a few hundred tokens should not. A compiled model keeps its step
+(`compiled_step`), so later calls of the same shapes compile nothing.
 
 Shape legend: B batch rows, P padded prompt length, S tokens in a call, V vocabulary.
 """
