@@ -6,18 +6,31 @@ bytes per token, and achieved memory bandwidth = (weights read per token + cache
 decode tokens/s, against the machine's measured read bandwidth (the floor).
 
 `ours` is the eager model (what `generate` runs by default), `ours-compiled` the same with
-`compile_decode=True` (compile time excluded: `median_seconds` warms up first).
+`compile_decode=True` (compile time excluded: a warm-up generation compiles first). Decode tokens/s is
+1 / the median of the per-step times of two greedy generations (each step timed on its own: ours in
+`generate`'s loop, transformers between two calls of a logits processor), so a neighbour's burst on this
+shared host moves a few steps, not the result; prefill is the median of three.
 
-Usage: python benchmarks/bench_model.py --out FILE.json [--quick]
+Each (implementation, dtype) child runs `--rounds` times (default 3), the children taking turns, and every
+value is the median over the rounds; the 1-minute load average at each child's start is printed beside its
+decode rate and recorded (median), with the CPU's flags and the thread count, since the host is shared.
+
+Usage: python benchmarks/bench_model.py --out FILE.json [--quick] [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import statistics
 import subprocess
 import sys
+import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import measured_read_bandwidth, median_seconds, peak_rss_bytes, record, write_records
 
 BENCH = "model"
+IMPLS = ("ours", "ours-compiled", "transformers")
 
 
 def _models(dtype: torch.dtype, impl: str):
@@ -51,16 +65,14 @@ def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int) -> dic
     ids = torch.randint(0, cfg.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         if impl.startswith("ours"):
-            from dsv3_model.generation import generate
-
             compiled = impl == "ours-compiled"  # the decode step under torch.compile, compiled in the warm-up
 
             def prefill() -> object:
                 caches = model.new_cache(1, prompt_len)
                 return model(ids, None, caches, None)
 
-            def full() -> object:
-                return generate(model, [ids[0].tolist()], new_tokens, compile_decode=compiled)
+            def decode_steps() -> list[float]:
+                return _ours_step_seconds(model, ids, new_tokens, compiled)
 
             cache_bytes = cfg.latent_cache_width * cfg.num_hidden_layers * dtype.itemsize
         else:
@@ -68,15 +80,8 @@ def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int) -> dic
             def prefill() -> object:
                 return model(ids, use_cache=True)
 
-            def full() -> object:
-                return model.generate(
-                    ids,
-                    max_new_tokens=new_tokens,
-                    min_new_tokens=new_tokens,
-                    do_sample=False,
-                    eos_token_id=None,
-                    pad_token_id=0,
-                )
+            def decode_steps() -> list[float]:
+                return _hf_step_seconds(model, ids, new_tokens)
 
             # transformers 4.57 caches K and V per head (nope+rope and v); 5.x caches the latent
             from dsv3_testing.hf_reference import transformers_major
@@ -87,8 +92,8 @@ def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int) -> dic
                 heads = cfg.num_attention_heads
                 cache_bytes = heads * (cfg.qk_head_dim + cfg.v_head_dim) * cfg.num_hidden_layers * dtype.itemsize
         prefill_s = median_seconds(prefill, repeats=3)
-        full_s = median_seconds(full, repeats=2)
-    decode_s = max(full_s - prefill_s, 1e-9) / new_tokens
+        decode_steps()  # warm-up (compiles ours-compiled's step)
+        decode_s = statistics.median(decode_steps() + decode_steps())
     weight_bytes_per_token = counts.activated * dtype.itemsize
     mean_context = prompt_len + new_tokens / 2
     bytes_per_token = weight_bytes_per_token + cache_bytes * mean_context
@@ -102,38 +107,111 @@ def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int) -> dic
     }
 
 
+def _ours_step_seconds(model: Any, ids_1P: torch.Tensor, new_tokens: int, compiled: bool) -> list[float]:
+    """Seconds of each greedy decode step after a prefill, `generate`'s loop for one row: the token chosen
+    and read to the host, then the model's step (eager, or `CompiledDecodeStep`) over the latent caches."""
+    from dsv3_model.compiled_decode import CompiledDecodeStep
+
+    caches = model.new_cache(1, ids_1P.shape[1] + new_tokens)
+    logits_1V = model(ids_1P, None, caches, None)[:, -1]
+    positions_1 = torch.tensor([ids_1P.shape[1]])
+    compiled_step = CompiledDecodeStep(model) if compiled else None
+    seconds = []
+    for _ in range(new_tokens - 1):
+        start = time.perf_counter()
+        next_1 = logits_1V.argmax(dim=-1)
+        int(next_1[0])
+        if compiled_step is not None:
+            logits_1V = compiled_step(next_1, positions_1, caches)
+        else:
+            logits_1V = model(next_1[:, None], positions_1[:, None], caches, torch.ones_like(positions_1))[:, 0]
+        seconds.append(time.perf_counter() - start)
+        positions_1 += 1
+    return seconds
+
+
+def _hf_step_seconds(model: Any, ids_1P: torch.Tensor, new_tokens: int) -> list[float]:
+    """Seconds between consecutive calls of a logits processor in transformers' greedy `generate`: one
+    decode step each (its forward, cache update and token choice)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    stamps: list[float] = []
+
+    class Stamp(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            stamps.append(time.perf_counter())
+            return scores
+
+    model.generate(
+        ids_1P,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        logits_processor=LogitsProcessorList([Stamp()]),
+    )
+    return [later - earlier for earlier, later in itertools.pairwise(stamps)]
+
+
+def machine_line() -> str:
+    """CPU model, the instruction-set flags that decide the matmul kernels, threads, load average."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in flags if f.startswith(("avx512_bf16", "avx512f", "amx", "avx_vnni", "avx512_vnni", "avx2"))]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"cpu {model}; flags {' '.join(sorted(wanted))}; threads 2; torch {torch.__version__}; load average {load}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, --quick 1)")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "DTYPE"))
     args = parser.parse_args()
     prompt_len, new_tokens = (32, 8) if args.quick else (256, 64)
     if args.child:
         print(json.dumps(run_one(*args.child, prompt_len, new_tokens)))
         return 0
+    rounds = args.rounds or (1 if args.quick else 3)
+    print(machine_line())
     bandwidth = measured_read_bandwidth()
     records = [record(BENCH, "machine", "memory", "read_bandwidth", bandwidth / 1e9, "GB/s")]
-    for dtype_name in ("float32", "bfloat16"):
-        for impl in ("ours", "ours-compiled", "transformers"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", impl, dtype_name, *(["--quick"] if args.quick else [])],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            result = json.loads(out.strip().splitlines()[-1])
-            case = f"medium {dtype_name} p{prompt_len}+d{new_tokens}"
-            floor_tok_s = bandwidth / result["bytes_per_token"]
-            records += [
-                record(BENCH, case, impl, "prefill_tok_s", result["prefill_tok_s"], "tok/s"),
-                record(BENCH, case, impl, "decode_tok_s", result["decode_tok_s"], "tok/s"),
-                record(BENCH, case, impl, "peak_rss", result["peak_rss_gb"], "GB"),
-                record(BENCH, case, impl, "cache_bytes_per_token", result["cache_bytes_per_token"], "B"),
-                record(BENCH, case, impl, "achieved_bandwidth", result["achieved_gb_s"], "GB/s"),
-                record(BENCH, case, impl, "decode_vs_bandwidth_floor", floor_tok_s / result["decode_tok_s"], "x"),
-            ]
+    runs: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
+    # The implementations take turns, round after round, so that a neighbour's load (this host is shared)
+    # falls on all of them alike; each value reported is the median over the rounds.
+    for _ in range(rounds):
+        for dtype_name in ("float32", "bfloat16"):
+            for impl in IMPLS:
+                load_before = os.getloadavg()[0]
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", impl, dtype_name, *(["--quick"] if args.quick else [])],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                result["load_average_1min"] = load_before
+                runs[(dtype_name, impl)].append(result)
+                decode = result["decode_tok_s"]
+                print(f"  {dtype_name:<9} {impl:<14} decode {decode:7.1f} tok/s  load {load_before:.1f}", flush=True)
+    for (dtype_name, impl), results in runs.items():
+        result = {key: statistics.median(r[key] for r in results) for key in results[0]}
+        case = f"medium {dtype_name} p{prompt_len}+d{new_tokens}"
+        floor_tok_s = bandwidth / result["bytes_per_token"]
+        records += [
+            record(BENCH, case, impl, "prefill_tok_s", result["prefill_tok_s"], "tok/s"),
+            record(BENCH, case, impl, "decode_tok_s", result["decode_tok_s"], "tok/s"),
+            record(BENCH, case, impl, "peak_rss", result["peak_rss_gb"], "GB"),
+            record(BENCH, case, impl, "cache_bytes_per_token", result["cache_bytes_per_token"], "B"),
+            record(BENCH, case, impl, "achieved_bandwidth", result["achieved_gb_s"], "GB/s"),
+            record(BENCH, case, impl, "decode_vs_bandwidth_floor", floor_tok_s / result["decode_tok_s"], "x"),
+            record(BENCH, case, impl, "load_average_1min", result["load_average_1min"], "procs"),
+        ]
     write_records(args.out, records)
+    print(machine_line())
     return 0
 
 

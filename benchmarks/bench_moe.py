@@ -32,6 +32,7 @@ from _common import interleaved_medians
 
 from dsv3_config import preset
 from dsv3_moe import DeepseekMoE, build_deepseek_moe, load_hf_moe_state_dict
+from dsv3_moe.eager_choice import chosen_kernels
 from dsv3_testing.hf_moe import hf_moe_block
 
 BENCH = "moe"
@@ -136,6 +137,7 @@ def main() -> None:
     warmup, reps = (2, 5) if args.quick else (5, 30)
     records = run([1, 16, 256], warmup=warmup, reps=reps)
     print_table(records)
+    print(f"dsv3 eager expert kernels chosen by the one-time measurement: {chosen_kernels()}")
     print("floor-gemv: bytes of the weights a step must read / measured matrix-vector bandwidth (cold weights)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(records, indent=1))

@@ -78,3 +78,25 @@ def test_generate_compiled_yields_the_eager_tokens() -> None:
     assert eager.step_logits_BNV is not None
     assert compiled.step_logits_BNV is not None
     torch.testing.assert_close(compiled.step_logits_BNV, eager.step_logits_BNV, rtol=0, atol=TOL)
+
+
+@pytest.mark.slow
+def test_generate_compiles_once_across_calls() -> None:
+    """A second and third `generate(compile_decode=True)` of the same shapes (new cache objects, other
+    prompts of the same lengths) reuse the model's compiled step: dynamo compiles one frame in all, and a
+    fresh model compiles its own."""
+    model = tiny_model("tiny")
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    first = generate(model, PROMPTS, max_new_tokens=STEPS, compile_decode=True)
+    assert counters["stats"]["unique_graphs"] == 1
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        again = generate(model, PROMPTS, max_new_tokens=STEPS, compile_decode=True)
+        other = generate(model, ([9] * 7, [1] * 4), max_new_tokens=STEPS, compile_decode=True)
+    assert again.tokens == first.tokens
+    assert len(other.tokens[0]) == STEPS
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["recompiles"]
+    generate(tiny_model("tiny"), PROMPTS, max_new_tokens=2, compile_decode=True)  # its own wrapper and shapes
+    assert counters["stats"]["unique_graphs"] == 2

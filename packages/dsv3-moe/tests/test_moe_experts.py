@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dsv3_moe import GroupedExperts
+from dsv3_moe.eager_choice import KERNELS, chosen_kernels
 from dsv3_moe.experts import _grouped_mm_applies, static_swiglu
 
 E, H, INTER, K, T = 8, 16, 12, 3, 10
@@ -42,6 +43,11 @@ def run_path(path: str, experts: GroupedExperts, *args: torch.Tensor) -> torch.T
     computation (compilers, tracers) with T*K <= E (per-pair gathered experts) or more pairs (every local
     expert); `autograd`: with gradients, which also runs the static computation."""
     hidden, idx, weight = args
+    if path.startswith("eager_"):  # each eager kernel on its own, whichever the calibration picks
+        if not hasattr(F, "grouped_mm"):
+            pytest.skip("this torch has no F.grouped_mm; the static path is the one in use")
+        with torch.no_grad():
+            return KERNELS[path.removeprefix("eager_")](hidden, idx, weight, experts.gate_up_proj, experts.down_proj)
     if path == "grouped_mm":
         if not hasattr(F, "grouped_mm"):
             pytest.skip("this torch has no F.grouped_mm; the static path is the one in use")
@@ -57,8 +63,15 @@ def run_path(path: str, experts: GroupedExperts, *args: torch.Tensor) -> torch.T
         return experts(*args).detach()
 
 
-PATHS = ["grouped_mm", "static_pairs", "static_dense", "autograd"]
-TOKENS = {"grouped_mm": 4 * T, "static_pairs": 2, "static_dense": T, "autograd": T}
+PATHS = ["grouped_mm", "eager_grouped", "eager_loop", "static_pairs", "static_dense", "autograd"]
+TOKENS = {
+    "grouped_mm": 4 * T,
+    "eager_grouped": 4 * T,
+    "eager_loop": T,
+    "static_pairs": 2,
+    "static_dense": T,
+    "autograd": T,
+}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -145,3 +158,18 @@ def test_shapes_and_validation() -> None:
     for kwargs in ({"ep_size": 3}, {"ep_rank": 2, "ep_size": 2}, {"tp_size": 5}):
         with pytest.raises(ValueError, match="size"):
             GroupedExperts(E, H, INTER, **kwargs)
+
+
+def test_eager_choice_is_measured_once_per_kind_of_step() -> None:
+    """The first eager call of a kind of step (here 1 token, then 40) measures both kernels and keeps one;
+    later calls of that kind reuse it."""
+    if not hasattr(F, "grouped_mm"):
+        pytest.skip("this torch has no F.grouped_mm; the static path is the one in use")
+    experts = GroupedExperts(E, H, 2 * INTER)  # a shape no other test uses
+    with torch.no_grad():
+        for tokens in (1, 1, 40, 40):
+            _, hidden, idx, weight = make_inputs(2, tokens)
+            experts(hidden, idx, weight)
+    keys = [key for key in chosen_kernels() if key[2] == tuple(experts.gate_up_proj.shape)]
+    assert len(keys) == 2
+    assert {chosen_kernels()[key] for key in keys} <= set(KERNELS)

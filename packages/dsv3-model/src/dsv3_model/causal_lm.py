@@ -14,6 +14,8 @@ Shape legend: B batch, S tokens, D hidden size, V vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -81,6 +83,7 @@ class DeepseekForCausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        self._compiled_steps: dict[str | None, Callable[..., torch.Tensor]] = {}
 
     @property
     def mtp_layers(self) -> list[MultiTokenPredictionLayer]:
@@ -122,3 +125,14 @@ class DeepseekForCausalLM(nn.Module):
         """`forward` without the host-side position check: the traceable step (static shapes, no host
         sync), for compilers and tracers; the caller guarantees the positions fit the caches."""
         return self.lm_head(self.model(input_ids_BS, position_ids_BS, caches, seq_lengths_B))
+
+    def compiled_step(self, mode: str | None = None) -> Callable[..., torch.Tensor]:
+        """`torch.compile(self.step, fullgraph=True, dynamic=False, mode=mode)`, made once per model and mode.
+
+        Why it is kept here: dynamo's compiled graphs hang off `step`'s code object, guarded by the
+        `torch.compile` call that made them, so a fresh `torch.compile` per `generate` call compiles the
+        whole model again. One wrapper per model reuses its graphs for every call of the same shapes
+        (batch size and cache length); a new shape compiles once more."""
+        if mode not in self._compiled_steps:
+            self._compiled_steps[mode] = torch.compile(self.step, fullgraph=True, dynamic=False, mode=mode)
+        return self._compiled_steps[mode]

@@ -22,10 +22,12 @@ from dsv3_model.causal_lm import DeepseekForCausalLM
 
 
 class CompiledDecodeStep:
-    """`step(next_ids_B, positions_B, caches) -> logits_BV`: one token per row, every token real."""
+    """`step(next_ids_B, positions_B, caches) -> logits_BV`: one token per row, every token real. Every
+    instance for one model shares the model's compiled step (`DeepseekForCausalLM.compiled_step`), so a
+    second `generate` call with new cache objects of the same shapes compiles nothing."""
 
     def __init__(self, model: DeepseekForCausalLM, *, mode: str | None = None) -> None:
-        self._step: Callable[..., torch.Tensor] = torch.compile(model.step, fullgraph=True, dynamic=False, mode=mode)
+        self._step: Callable[..., torch.Tensor] = model.compiled_step(mode)
 
     def __call__(self, next_ids_B: torch.Tensor, positions_B: torch.Tensor, caches: list[LatentCache]) -> torch.Tensor:
         return self._step(next_ids_B[:, None], positions_B[:, None], caches, None)[:, 0]

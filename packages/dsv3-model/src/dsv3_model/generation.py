@@ -5,6 +5,15 @@ position (row b's next token sits at position `len_b + step`), so no row ever wa
 another row's padding. Rows stop on an EOS id or at `max_new_tokens`; finished rows keep decoding a
 padding token whose output is discarded (their cache slots are never read again).
 
+Eager decode is the default, compiled decode an option (`compile_decode=True`; `dsv3 generate` runs
+eagerly), from measurement on the medium preset, 256-token context (benchmarks/bench_model.py, a shared
+2-core AMD EPYC with avx512_bf16, no AMX): the compiled step is faster per token (1 thread: 13.9 ms
+against 18.0 in fp32, 14.9 against 21.0 in bf16; 2 threads at load average ~5: 16.1 against 8.8 tok/s
+in fp32), but compiling takes 22-29 s on 2 cores for each new batch size and cache length, so it repays
+itself only after some 5,000 decoded tokens of one shape. A serving loop with fixed shapes should
+compile; a command that generates a few hundred tokens should not. A compiled model keeps its step
+(`compiled_step`), so later calls of the same shapes compile nothing.
+
 Shape legend: B batch rows, P padded prompt length, S tokens in a call, V vocabulary.
 """
 
@@ -55,7 +64,7 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     sampling = sampling or SamplingParams()
     generator = make_generator(sampling)
-    device = model.model.norm.weight.device  # every variant holds it, streamed ones (golden) included
+    device = model.model.norm.weight.device  # every variant holds it (streamed ones: dsv3_model.golden)
     ids_BP, lengths_B = (t.to(device) for t in pad_prompts(prompts))
     batch = ids_BP.shape[0]
     caches = model.new_cache(batch, ids_BP.shape[1] + max_new_tokens)
@@ -91,7 +100,7 @@ def generate(
 @torch.inference_mode()
 def teacher_forced_logits(model: DeepseekForCausalLM, ids: Sequence[int]) -> torch.Tensor:
     """Logits [S, V] for one sequence in a single prefill (what `verify` compares position by position)."""
-    device = model.model.norm.weight.device  # every variant holds it, streamed ones (golden) included
+    device = model.model.norm.weight.device  # every variant holds it (streamed ones: dsv3_model.golden)
     ids_1S = torch.tensor([list(ids)], dtype=torch.int64, device=device)
     caches = model.new_cache(1, ids_1S.shape[1])
     positions_1S = torch.arange(ids_1S.shape[1], device=device)[None]

@@ -9,10 +9,10 @@ Two computations, one result (`grouped_swiglu` picks by static facts only: devic
 tracing; never by tensor values):
 
 - Eager inference on CPU/CUDA (`F.grouped_mm` present, 16-byte aligned operands, no autograd): sort the
-  token-expert pairs by expert, two `F.grouped_mm` calls over the runs of rows, scatter back with the
-  routing weights. Idle experts are never read. This replaced four hand-tuned CPU paths (a one-token
-  loop, blocked few-row products, an active-expert loop): on a CPU with avx512_bf16/AMX they lost to
-  plain `grouped_mm` (issue 16), and a fast path must win on every CPU it is chosen on.
+  token-expert pairs by expert, run each expert over its run of rows, scatter back with the routing
+  weights; idle experts are never read. Two `F.grouped_mm` calls or a loop of `F.linear` over the active
+  experts, whichever a one-time measurement on this machine found faster (`dsv3_moe.eager_choice`): a
+  fast path must win on every CPU it is chosen on.
 - Everywhere else (under `torch.compile`, torch_xla/Neuron tracing, autograd, other devices): a static
   computation with no data-dependent shape and no host sync (`static_swiglu`).
 
@@ -33,6 +33,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dsv3_moe.eager_choice import eager_swiglu
 
 
 class GroupedExperts(nn.Module):
@@ -105,7 +107,7 @@ def grouped_swiglu(
     local_TK = torch.where(in_range_TK, local_TK, 0)
     weight_TK = torch.where(in_range_TK, topk_weight_TK.to(torch.float32), 0.0)
     if _grouped_mm_applies(hidden_TH, gate_up_EXH, down_EHI):
-        out_TH = _swiglu_grouped_mm(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
+        out_TH = eager_swiglu(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
     else:
         out_TH = static_swiglu(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
     return out_TH.to(hidden_TH.dtype)
@@ -127,26 +129,6 @@ def _grouped_mm_applies(*tensors: torch.Tensor) -> bool:
 def _aligned_16(tensor: torch.Tensor) -> bool:
     size = tensor.element_size()
     return tensor.data_ptr() % 16 == 0 and all((stride * size) % 16 == 0 for stride in tensor.stride() if stride != 1)
-
-
-def _swiglu_grouped_mm(
-    hidden_TH: torch.Tensor,
-    local_TK: torch.Tensor,
-    weight_TK: torch.Tensor,
-    gate_up_EXH: torch.Tensor,
-    down_EHI: torch.Tensor,
-) -> torch.Tensor:
-    """Pairs sorted by expert, two grouped matmuls over the runs of rows (the kernel skips experts whose run
-    is empty), the weighted rows added back to their tokens in fp32."""
-    sorted_expert_P, order_P = local_TK.reshape(-1).sort(stable=True)
-    token_P = order_P // local_TK.shape[1]
-    ends_E = torch.bincount(sorted_expert_P, minlength=gate_up_EXH.shape[0]).cumsum(0).to(torch.int32)
-    rows_PH = hidden_TH.index_select(0, token_P)
-    gate_PI, up_PI = F.grouped_mm(rows_PH, gate_up_EXH.transpose(1, 2), offs=ends_E).chunk(2, dim=-1)
-    expert_out_PH = F.grouped_mm(F.silu(gate_PI) * up_PI, down_EHI.transpose(1, 2), offs=ends_E)
-    weighted_PH = expert_out_PH.to(torch.float32) * weight_TK.reshape(-1).index_select(0, order_P)[:, None]
-    out_TH = hidden_TH.new_zeros(hidden_TH.shape, dtype=torch.float32)
-    return out_TH.index_add_(0, token_P, weighted_PH)
 
 
 def static_swiglu(
