@@ -8,7 +8,7 @@ entry the attention does ~8 FLOP per cached byte, so on a 2-core CPU it is compu
     python benchmarks/bench_mla.py --out FILE.json [--quick]
 
 One layer, batch 1, fp32 (bf16 matmuls are slower than fp32 on CPUs without bf16 instructions;
-ENVIRONMENT.md). Each case times one decode step at a fixed context: before every step our cache's
+docs/environment.md). Each case times one decode step at a fixed context: before every step our cache's
 lengths and HF's cache tensors are reset to the same `ctx` tokens, so the step always attends to
 ctx + 1 keys. Median of repeated timings after warmup, the implementations taking turns.
 """

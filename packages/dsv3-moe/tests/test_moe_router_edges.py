@@ -1,7 +1,7 @@
 """Router edge cases against transformers (branching on its version where 4.57 and 5.x differ) and the
 fp32 precision contract.
 
-The mask question (NUMERICS.md section 6): transformers 4.57 fills experts outside the kept groups with 0.0,
+The mask question (docs/numerics.md section 6): transformers 4.57 fills experts outside the kept groups with 0.0,
 5.x (like DeepSeek's code and dsv3) with -inf. They choose differently exactly when a token has fewer than
 `top_k` kept experts with a positive biased score `s'`: then 0.0 beats a kept expert.
 """

@@ -36,7 +36,7 @@ from dsv3_mla.norm import RMSNorm
 from dsv3_rope import RotaryEmbedding, apply_rotary
 
 # transformers' DeepseekV3Attention builds q_a_layernorm / kv_a_layernorm with the class default 1e-6
-# and ignores rms_norm_eps; DeepSeek's inference/model.py does the same (NUMERICS.md section 5).
+# and ignores rms_norm_eps; DeepSeek's inference/model.py does the same (docs/numerics.md section 5).
 LATENT_NORM_EPS = 1e-6
 
 PathChoice = Literal["auto", "absorbed", "expanded"]

@@ -3,7 +3,7 @@
 Expanded: decompress every key/value through `kv_b_proj` (per head K = [k_nope | k_pe], V), then
 ordinary attention. Costs T * kv_lora * H * (nope + v) for the decompression; right for long prefill.
 
-Absorbed (DeepSeek's `attn_impl = "absorb"`, NUMERICS.md section 4): with W = kv_b_proj.weight viewed
+Absorbed (DeepSeek's `attn_impl = "absorb"`, docs/numerics.md section 4): with W = kv_b_proj.weight viewed
 [H, nope + v, c], fold W_UK = W[:, :nope] into the query (q_lat = q_nope W_UK) and W_UV = W[:, nope:]
 into the output (o = (P c_kv) W_UV^T). Scores read the cached `[c_kv | k_pe]` once as one matrix;
 no per-head key is ever built. Right for decode. The V slice starts at `qk_nope_head_dim`, so

@@ -1,7 +1,7 @@
 """`RMSNorm` with transformers' DeepSeek semantics, shared by MLA and the decoder layers.
 
 The statistic is taken in fp32 and the normalized value is cast back to the input dtype *before*
-the weight multiplies it (NUMERICS.md section 5), so bf16 results match transformers bit for bit.
+the weight multiplies it (docs/numerics.md section 5), so bf16 results match transformers bit for bit.
 Parameter name `weight`, as HF's `DeepseekV3RMSNorm`, so state dicts load unchanged.
 """
 

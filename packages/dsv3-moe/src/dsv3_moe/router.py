@@ -6,7 +6,7 @@ Precision: the logits are computed in fp32 from an fp32 weight, and the weight a
 the model dtype. `_apply` (the hook behind `.to()`, `.half()`, `.bfloat16()`, `.cuda()`, `.to_empty()`) lets
 the conversion move them to the new device but re-creates them in fp32 *from the fp32 originals*, so
 `model.to(torch.bfloat16)` neither rounds nor changes them (transformers 4.57 rounds them to bf16 there;
-NUMERICS.md section 6). Loading a bf16 checkpoint upcasts into the fp32 tensors exactly.
+docs/numerics.md section 6). Loading a bf16 checkpoint upcasts into the fp32 tensors exactly.
 
 Shape legend: T tokens, H hidden size, E routed experts, K experts per token.
 """

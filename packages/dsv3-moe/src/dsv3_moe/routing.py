@@ -1,7 +1,7 @@
 """Group-limited expert selection as one pure function, `route`, shared by `GroupLimitedRouter` and any
 backend router (an NxDI router calls it on its own fp32 logits and gets exactly the same choice).
 
-Semantics (NUMERICS.md sections 6 and 7, transformers 4.57 `DeepseekV3TopkRouter` / `DeepseekV2MoEGate`):
+Semantics (docs/numerics.md sections 6 and 7, transformers 4.57 `DeepseekV3TopkRouter` / `DeepseekV2MoEGate`):
 
 - `noaux_tc` (V3, R1, Kimi-K2, Moonlight): scores `s = sigmoid(logits)`; the correction bias is added for
   *selection only* (`s' = s + bias`); group score = sum of the top-2 `s'` of each group; the best
