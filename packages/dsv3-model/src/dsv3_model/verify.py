@@ -9,6 +9,8 @@ continues the prompt by itself; its tokens are compared with the golden ones.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -57,6 +59,15 @@ class VerifyReport:
             and self.teacher_forced_matches == n
             and self.free_running_matches == n
         )
+
+    def emit(self, as_json: bool) -> int:
+        """Print the report (JSON or the table) on stdout; the command's exit status (1 when it failed)."""
+        if as_json:
+            json.dump(self.to_json(), sys.stdout, indent=2)
+            print()
+        else:
+            print(self.format())
+        return 0 if self.passed else 1
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +153,4 @@ def _verify(args: argparse.Namespace) -> int:
         generator = torch.Generator().manual_seed(0)
         prompt = torch.randint(0, model.config.vocab_size, (24,), generator=generator).tolist()
     report = verify_against_hf(model, hf_model, prompt, args.tokens, args.tolerance)
-    if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        print()
-    else:
-        print(report.format())
-    return 0 if report.passed else 1
+    return report.emit(args.json)

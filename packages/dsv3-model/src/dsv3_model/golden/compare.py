@@ -12,8 +12,6 @@ Shape legend: L prompt + golden tokens, N scored positions, V vocabulary.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 import torch
 
@@ -69,9 +67,4 @@ def verify_golden_command(args: argparse.Namespace) -> int:
     golden = read_golden(args.golden)
     model = load_causal_lm(args.model, dtype=torch.float32, include_mtp=False)
     report = verify_golden(model, golden, args.tolerance)
-    if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        print()
-    else:
-        print(report.format())
-    return 0 if report.passed else 1
+    return report.emit(args.json)
