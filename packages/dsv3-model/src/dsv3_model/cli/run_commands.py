@@ -60,7 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     ver = subparsers.add_parser("verify", help="logit-matching report against transformers (exit 1 on failure)")
     ver.add_argument(
-        "--model", type=existing_directory, required=True, help="HF checkpoint directory (BF16 or FP8: an FP8 one reaches transformers converted to fp32)"
+        "--model",
+        type=existing_directory,
+        required=True,
+        help="HF checkpoint directory, BF16 or FP8 (transformers gets an FP8 one converted to fp32)",
     )
     ver.add_argument("--tokens", type=positive_int, default=32, help="tokens generated after the prompt, >= 1")
     ver.add_argument("--prompt-ids", type=prompt_ids, help="comma-separated prompt ids (default: 24 seeded random ids)")
