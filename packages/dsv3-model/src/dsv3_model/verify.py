@@ -110,6 +110,47 @@ def hf_greedy(hf_model: Any, prompt_ids: Sequence[int], num_tokens: int) -> list
     return ids[len(prompt_ids) :]
 
 
+def report_from_logits(
+    model: DeepseekForCausalLM,
+    prompt_ids: Sequence[int],
+    golden_tokens: Sequence[int],
+    ours_NV: torch.Tensor,
+    reference_NV: torch.Tensor,
+    diff_XV: torch.Tensor,
+    tolerance: float,
+    *,
+    reference: str = "hf",
+    token_logits: bool = False,
+) -> VerifyReport:
+    """The report both comparisons print: row i of `ours_NV` / `reference_NV` predicts `golden_tokens[i]`;
+    `diff_XV` is |ours - reference| over every position compared (its max and mean are reported);
+    `token_logits` adds each golden token's two logits. Our free-running continuation comes on top."""
+    first = len(prompt_ids) - 1  # the logits that predict golden_tokens[0]
+    positions = [
+        PositionReport(
+            position=first + i,
+            golden_token=token,
+            ours_top1=int(ours_NV[i].argmax()),
+            hf_top1=int(reference_NV[i].argmax()),
+            max_abs_logit_diff=float((ours_NV[i] - reference_NV[i]).abs().max()),
+            golden_logit=float(reference_NV[i, token]) if token_logits else None,
+            ours_logit=float(ours_NV[i, token]) if token_logits else None,
+        )
+        for i, token in enumerate(golden_tokens)
+    ]
+    free = generate(model, [list(prompt_ids)], len(golden_tokens)).tokens[0]
+    return VerifyReport(
+        prompt_length=len(prompt_ids),
+        tolerance=tolerance,
+        positions=positions,
+        free_running_tokens=free,
+        golden_tokens=list(golden_tokens),
+        max_abs_logit_diff=float(diff_XV.max()),
+        mean_abs_logit_diff=float(diff_XV.mean()),
+        reference=reference,
+    )
+
+
 @torch.inference_mode()
 def verify_against_hf(
     model: DeepseekForCausalLM, hf_model: Any, prompt_ids: Sequence[int], num_tokens: int, tolerance: float
@@ -118,25 +159,8 @@ def verify_against_hf(
     sequence = [*prompt_ids, *golden]
     ours_SV = teacher_forced_logits(model, sequence).float()
     hf_SV = hf_model(torch.tensor([sequence])).logits[0].float()
-    diff_SV = (ours_SV - hf_SV).abs()
     first = len(prompt_ids) - 1  # the logits that predict golden[0]
-    positions = [
-        PositionReport(
-            position=first + i,
-            golden_token=golden[i],
-            ours_top1=int(ours_SV[first + i].argmax()),
-            hf_top1=int(hf_SV[first + i].argmax()),
-            max_abs_logit_diff=float(diff_SV[first + i].max()),
-        )
-        for i in range(num_tokens)
-    ]
-    free = generate(model, [list(prompt_ids)], num_tokens).tokens[0]
-    return VerifyReport(
-        prompt_length=len(prompt_ids),
-        tolerance=tolerance,
-        positions=positions,
-        free_running_tokens=free,
-        golden_tokens=golden,
-        max_abs_logit_diff=float(diff_SV.max()),
-        mean_abs_logit_diff=float(diff_SV.mean()),
+    scored = slice(first, first + num_tokens)
+    return report_from_logits(
+        model, prompt_ids, golden, ours_SV[scored], hf_SV[scored], (ours_SV - hf_SV).abs(), tolerance
     )

@@ -16,9 +16,9 @@ import argparse
 import torch
 
 from dsv3_model.causal_lm import DeepseekForCausalLM
-from dsv3_model.generation import generate, teacher_forced_logits
+from dsv3_model.generation import teacher_forced_logits
 from dsv3_model.golden.golden_file import Golden, GoldenFileError, read_golden
-from dsv3_model.verify import PositionReport, VerifyReport
+from dsv3_model.verify import VerifyReport, report_from_logits
 
 
 @torch.inference_mode()
@@ -34,29 +34,16 @@ def verify_golden(model: DeepseekForCausalLM, golden: Golden, tolerance: float) 
     first = golden.prompt_length - 1
     ours_NV = teacher_forced_logits(model, sequence).float()[first : first + len(tokens)]
     golden_NV = golden.scores_NBV[:, 0].float()
-    diff_NV = (ours_NV - golden_NV).abs()
-    positions = [
-        PositionReport(
-            position=first + i,
-            golden_token=token,
-            ours_top1=int(ours_NV[i].argmax()),
-            hf_top1=int(golden_NV[i].argmax()),
-            max_abs_logit_diff=float(diff_NV[i].max()),
-            golden_logit=float(golden_NV[i, token]),
-            ours_logit=float(ours_NV[i, token]),
-        )
-        for i, token in enumerate(tokens)
-    ]
-    free = generate(model, [prompt], len(tokens)).tokens[0]
-    return VerifyReport(
-        prompt_length=len(prompt),
-        tolerance=tolerance,
-        positions=positions,
-        free_running_tokens=free,
-        golden_tokens=tokens,
-        max_abs_logit_diff=float(diff_NV.max()),
-        mean_abs_logit_diff=float(diff_NV.mean()),
+    return report_from_logits(
+        model,
+        prompt,
+        tokens,
+        ours_NV,
+        golden_NV,
+        (ours_NV - golden_NV).abs(),
+        tolerance,
         reference="golden",
+        token_logits=True,
     )
 
 
