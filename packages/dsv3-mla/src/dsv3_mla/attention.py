@@ -5,7 +5,9 @@ Submodules are named as in transformers' `DeepseekV3Attention` (q_a_proj, q_a_la
 or q_proj when q_lora_rank is null — kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj), so an HF
 layer's `self_attn.state_dict()` loads with `strict=True`. With `tp_size > 1` and a linear factory
 that builds the local shards of `mla_shard_plan`, the module computes its `H / tp_size` heads and
-returns its partial `o_proj` output; the caller sums over ranks.
+returns its partial `o_proj` output; the caller sums over ranks. The latent projections are split by
+their input (row-parallel) there, so the factory's modules for them must return the *full* latent (the
+sum over ranks, one collective; `latents` is where a backend fuses the two).
 
 Padding convention: rows are right-padded. `seq_lengths_B` (default: all S tokens) gives the real
 tokens of each row; padding tokens are neither cached nor visible to real tokens, and their own
@@ -109,17 +111,25 @@ class MultiHeadLatentAttention(nn.Module):
         `[kv_a_layernorm(c_kv) | rotated k_pe]` (what a cache stores, in any backend's layout)."""
         cfg = self.cfg
         cos_BSr, sin_BSr = self.rotary_emb(position_ids_BS)
-        if cfg.q_lora_rank is None:
+        q_latent_BSq, kv_latent_BSC = self.latents(hidden_BSD)
+        if q_latent_BSq is None:
             q_BSX = self.q_proj(hidden_BSD)
         else:
-            q_BSX = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(hidden_BSD)))
+            q_BSX = self.q_b_proj(self.q_a_layernorm(q_latent_BSq))
         q_BSHq = q_BSX.unflatten(-1, (self.num_local_heads, cfg.qk_head_dim))
         q_nope_BSHn, q_pe_BSHr = q_BSHq.split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
-        c_kv_BSc, k_pe_BSr = self.kv_a_proj_with_mqa(hidden_BSD).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
+        c_kv_BSc, k_pe_BSr = kv_latent_BSC.split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
         # q_pe and the shared k_pe rotate together, k_pe as one more head.
         pe_BSXr = apply_rotary(torch.cat([q_pe_BSHr, k_pe_BSr[:, :, None, :]], dim=2), cos_BSr, sin_BSr)
         kv_BSC = torch.cat([self.kv_a_layernorm(c_kv_BSc), pe_BSXr[:, :, -1, :]], dim=-1)
         return q_nope_BSHn, pe_BSXr[:, :, :-1, :], kv_BSC
+
+    def latents(self, hidden_BSD: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Step 1a: `(q_a_proj(hidden) or None without q LoRA, kv_a_proj_with_mqa(hidden))`, the full latents
+        before their norms. Its own method so a backend that splits these projections over ranks (row-parallel,
+        `mla_shard_plan`) can fuse them into one collective; every rank needs the whole latent."""
+        q_latent_BSq = None if self.cfg.q_lora_rank is None else self.q_a_proj(hidden_BSD)
+        return q_latent_BSq, self.kv_a_proj_with_mqa(hidden_BSD)
 
     def attend(
         self,

@@ -11,7 +11,11 @@ entries for NxDI to write, split as `LatentKVCacheManager` stores them (K = c_kv
 Which projection is column-, row-parallel or replicated comes from `dsv3_mla.mla_shard_plan`, the same
 plan `dsv3 shard` uses: `q_b_proj`/`q_proj`/`kv_b_proj` split output rows in whole heads
 (ColumnParallelLinear, no gather), `o_proj` splits its input (RowParallelLinear, all-reduce; a bias is
-added once after it), `q_a_proj`/`kv_a_proj_with_mqa` are replicated.
+added once after it). `q_a_proj`/`kv_a_proj_with_mqa` split their input too (RowParallelLinear over the
+replicated hidden state: each rank takes its hidden/tp columns), and `latents` sums both partial outputs
+in ONE fp32 all-reduce of the concatenated `q_lora_rank + kv_lora_rank + qk_rope_head_dim` values per
+token (2112 for V3), then adds the biases once: every rank holds the full latent for the latent norms,
+its heads and the cache, and a rank keeps 1/tp of those weights instead of all of them.
 
 Shape legend: B batch, S query tokens, T key slots (prior + S), H local heads, n/r/v/c/C as in
 `dsv3_mla.attention_math`, D_model hidden size.
@@ -21,10 +25,13 @@ from __future__ import annotations
 
 import torch
 from neuronx_distributed.parallel_layers.layers import ColumnParallelLinear, RowParallelLinear
+from neuronx_distributed.parallel_layers.mappings import reduce_from_tensor_model_parallel_region
 from torch import nn
 
 from dsv3_config import REPLICATED, ModelConfig, ShardPlan
 from dsv3_mla import LinearFactory, MultiHeadLatentAttention, choose_path, mla_shard_plan
+
+LATENT_PROJECTIONS = ("q_a_proj", "kv_a_proj_with_mqa")
 
 
 def nxd_linear_factory(plan: ShardPlan, dtype: torch.dtype) -> LinearFactory:
@@ -38,6 +45,10 @@ def nxd_linear_factory(plan: ShardPlan, dtype: torch.dtype) -> LinearFactory:
             raise ValueError(f"{name}: placement {placement} is not a single tp split")
         if placement[0].dim == 0:
             return ColumnParallelLinear(in_features, out_features, bias=bias, gather_output=False, dtype=dtype)
+        if name in LATENT_PROJECTIONS:  # replicated input, partial output: `latents` reduces and adds the bias
+            return RowParallelLinear(
+                in_features, out_features, bias=bias, dtype=dtype, reduce_output=False, skip_bias_add=True
+            )
         return RowParallelLinear(in_features, out_features, bias=bias, input_is_parallel=True, dtype=dtype)
 
     return build
@@ -51,6 +62,22 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
 
     def __init__(self, cfg: ModelConfig, *, tp_degree: int, dtype: torch.dtype) -> None:
         super().__init__(cfg, linear_factory=nxd_linear_factory(mla_shard_plan(cfg), dtype), tp_size=tp_degree)
+
+    def latents(self, hidden_BSD: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The full latents on every rank from row-parallel `q_a_proj`/`kv_a_proj_with_mqa`: each rank's partial
+        products over its hidden columns, concatenated, summed in fp32 by one all-reduce (what RowParallelLinear
+        does for one layer), then split and the biases added once."""
+        projections = (
+            [self.kv_a_proj_with_mqa] if self.cfg.q_lora_rank is None else [self.q_a_proj, self.kv_a_proj_with_mqa]
+        )
+        if not isinstance(projections[0], RowParallelLinear):  # a plan that replicates them: plain linears
+            return super().latents(hidden_BSD)
+        partials = [projection(hidden_BSD) for projection in projections]  # (partial [B, S, out], bias or None)
+        partial_BSX = torch.cat([out for out, _ in partials], dim=-1)
+        full_BSX = reduce_from_tensor_model_parallel_region(partial_BSX.to(torch.float32)).to(hidden_BSD.dtype)
+        pieces = full_BSX.split([out.shape[-1] for out, _ in partials], dim=-1)
+        latents = [piece if bias is None else piece + bias for piece, (_, bias) in zip(pieces, partials, strict=True)]
+        return (None, latents[0]) if len(latents) == 1 else (latents[0], latents[1])
 
     def forward(  # type: ignore[override]
         self,
