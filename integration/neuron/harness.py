@@ -106,10 +106,17 @@ def save_fp8_checkpoint(cfg: ModelConfig, directory: Path, *, seed: int = 0) -> 
     return model
 
 
-def build_neuron_model(
-    checkpoint: Path, *, tp_degree: int = 1, batch_size: int = 1, seq_len: int = 64, **neuron_kwargs: Any
+def inference_config(
+    checkpoint: Path,
+    *,
+    tp_degree: int = 1,
+    batch_size: int = 1,
+    seq_len: int = 64,
+    dtype: torch.dtype = torch.float32,
+    **neuron_kwargs: Any,
 ) -> Any:
-    """`NeuronDsv3ForCausalLM` in NxDI CPU mode, fp32, `max_context_length == seq_len` (a CPU-mode requirement)."""
+    """`Dsv3InferenceConfig` for CPU mode as users build it (`load_pretrained_config`), `max_context_length ==
+    seq_len` (a CPU-mode requirement)."""
     from neuronx_distributed_inference.utils.hf_adapter import load_pretrained_config
 
     from dsv3_model.neuron import Dsv3NeuronConfig, NeuronDsv3ForCausalLM
@@ -119,12 +126,18 @@ def build_neuron_model(
         batch_size=batch_size,
         seq_len=seq_len,
         max_context_length=seq_len,
-        torch_dtype=torch.float32,
+        torch_dtype=dtype,
         on_cpu=True,
         **neuron_kwargs,
     )
-    config = NeuronDsv3ForCausalLM.get_config_cls()(neuron_config, load_config=load_pretrained_config(str(checkpoint)))
-    model = NeuronDsv3ForCausalLM(str(checkpoint), config)
+    return NeuronDsv3ForCausalLM.get_config_cls()(neuron_config, load_config=load_pretrained_config(str(checkpoint)))
+
+
+def build_neuron_model(checkpoint: Path, **options: Any) -> Any:
+    """`NeuronDsv3ForCausalLM` in NxDI CPU mode, fp32 (`inference_config`'s options), weights loaded by `to_cpu()`."""
+    from dsv3_model.neuron import NeuronDsv3ForCausalLM
+
+    model = NeuronDsv3ForCausalLM(str(checkpoint), inference_config(checkpoint, **options))
     model.to_cpu()
     return model
 

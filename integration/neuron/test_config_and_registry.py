@@ -59,6 +59,22 @@ def test_unsupported_neuron_options_are_refused(option: dict[str, bool]) -> None
         ({"hybrid_sharding_config": {"moe_cte_ep_degree": 2}}, "hybrid_sharding_config"),
         ({"moe_ep_degree": 2, "moe_tp_degree": 2}, "moe_ep_degree=2 x moe_tp_degree=2 must equal tp_degree=2"),
         ({"moe_ep_degree": 3, "moe_tp_degree": 1, "tp_degree": 3}, "moe_ep_degree=3 does not divide n_routed_ex"),
+        # NxD raises in expert-parallel token generation below tokens x top_k >= experts (tiny: 16 experts, top 4)
+        (
+            {"moe_ep_degree": 2, "moe_tp_degree": 1},
+            "moe_ep_degree=2 needs tkg_batch_size x num_experts_per_tok >= n_routed_experts, got 1 x 4 < 16",
+        ),
+        (
+            {
+                "moe_ep_degree": 2,
+                "moe_tp_degree": 1,
+                "batch_size": 4,
+                "ctx_batch_size": 1,
+                "seq_len": 2,
+                "max_context_length": 2,
+            },
+            "needs ctx_batch_size x smallest context bucket x num_experts_per_tok >= n_routed_experts, got 2 x 4",
+        ),
     ],
 )
 def test_inconsistent_expert_parallel_options_are_refused(option: dict[str, object], message: str) -> None:
@@ -68,6 +84,36 @@ def test_inconsistent_expert_parallel_options_are_refused(option: dict[str, obje
     neuron_config = Dsv3NeuronConfig(**{**settings, **option}, on_cpu=True)
     with pytest.raises(ValueError, match=message):
         Dsv3InferenceConfig.from_model_config(harness.model_config("tiny"), neuron_config)
+
+
+@pytest.mark.parametrize(
+    ("changes", "tp_degree", "message"),
+    [
+        ({"hidden_size": 66}, 4, "hidden_size=66 is not divisible by tp_degree=4"),
+        (
+            {"num_attention_heads": 8, "num_key_value_heads": 8, "n_routed_experts": 12},
+            8,
+            "n_routed_experts=12 is not divisible by tp_degree=8",
+        ),
+    ],
+)
+def test_sizes_the_latent_and_router_splits_cannot_cut_are_refused(
+    changes: dict[str, int], tp_degree: int, message: str
+) -> None:
+    """q_a_proj / kv_a_proj_with_mqa split hidden over tp, the router splits the experts: one line naming the field."""
+    with pytest.raises(ValueError, match=message):
+        _config(harness.model_config("tiny").replace(**changes), tp_degree=tp_degree)
+
+
+def test_expert_parallel_at_enough_tokens_is_accepted() -> None:
+    """Batch 4 x top 4 = 16 tokens x experts reach tiny's 16 experts in both graphs (the tp2 x ep2 suite runs it)."""
+    from dsv3_model.neuron import Dsv3InferenceConfig, Dsv3NeuronConfig
+
+    neuron_config = Dsv3NeuronConfig(
+        tp_degree=2, moe_ep_degree=2, moe_tp_degree=1, batch_size=4, seq_len=32, max_context_length=32, on_cpu=True
+    )
+    config = Dsv3InferenceConfig.from_model_config(harness.model_config("tiny"), neuron_config)
+    assert config.neuron_config.moe_ep_degree == 2
 
 
 def test_converted_checkpoint_covers_the_model_exactly(tmp_path: Path) -> None:

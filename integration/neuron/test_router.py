@@ -1,7 +1,11 @@
 """The router keeps fp32 through top-k: on bf16 activations it picks exactly the experts of
 transformers' fp32 `DeepseekV3TopkRouter` and matches its weights; NxD's `GroupLimitedRouter` (the
 contrib port's base, which casts the affinities to bf16 before bias and top-k) picks differently on
-the same input, so this test fails for a router with that cast."""
+the same input, so this test fails for a router with that cast.
+
+The weight is BF16-representable, as a checkpoint's `gate.weight` is (BF16), so holding it in BF16 (the
+adapter's default, the model dtype) or fp32 gives the same fp32 logits. Split by expert over tp ranks, the
+gathered logits are checked in the tp=2/tp=4 model suites (test_causal_lm_cpu, test_rank_bytes)."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ def _parallel_state() -> None:
 def _inputs(cfg):  # type: ignore[no-untyped-def]
     generator = torch.Generator().manual_seed(3)
     hidden_TD = torch.randn(TOKENS, cfg.hidden_size, generator=generator).to(torch.bfloat16)
-    weight_ED = torch.randn(cfg.n_routed_experts, cfg.hidden_size, generator=generator) * 0.05
+    weight_ED = (torch.randn(cfg.n_routed_experts, cfg.hidden_size, generator=generator) * 0.05).bfloat16().float()
     bias_E = torch.randn(cfg.n_routed_experts, generator=generator) * 0.01
     return hidden_TD, weight_ED, bias_E
 
@@ -37,12 +41,14 @@ def _hf_router(cfg, weight_ED, bias_E):  # type: ignore[no-untyped-def]
     return router
 
 
-def test_router_selects_in_fp32_like_transformers() -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_router_selects_in_fp32_like_transformers(dtype: torch.dtype) -> None:
     from dsv3_model.neuron import Dsv3Router
 
     cfg = harness.model_config("tiny")
     hidden_TD, weight_ED, bias_E = _inputs(cfg)
-    ours = Dsv3Router(cfg)
+    ours = Dsv3Router(cfg, dtype=dtype)
+    assert ours.linear_router.weight.dtype == dtype
     with torch.no_grad():
         ours.linear_router.weight.copy_(weight_ED)
         ours.e_score_correction_bias.copy_(bias_E)

@@ -29,11 +29,16 @@ def local_slice(tensor: torch.Tensor, placement: Placement, coord: MeshCoordinat
 def rank_module(cfg: ModelConfig, full: DeepseekMoE, coord: MeshCoordinate) -> DeepseekMoE:
     plan = moe_shard_plan(cfg)
     with_shared = coord.ep_rank == 0
+    full_state = full.state_dict()
     state = {
         name: local_slice(value, plan[name], coord)
-        for name, value in full.state_dict().items()
+        for name, value in full_state.items()
         if with_shared or not name.startswith("shared_experts.")
     }
+    # The router weight is split by expert over tp; each rank's logits slice is all-gathered, which in one
+    # process is the gate built from every tp rank's rows, in rank order.
+    tp_ranks = [coord.model_copy(update={"tp_rank": rank}) for rank in range(coord.tp_size)]
+    state["gate.weight"] = torch.cat([local_slice(full_state["gate.weight"], plan["gate.weight"], c) for c in tp_ranks])
 
     def factory(name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
         weight = state[f"shared_experts.{name}.weight"]
@@ -72,6 +77,16 @@ def test_rank_outputs_sum_to_unsharded(ep: int, tp: int) -> None:
     partial = [rank_module(cfg, full, coord)(hidden) for coord in coords]
     assert float((partial[-1] - want).abs().max()) > 1e-2  # one rank alone is really partial
     torch.testing.assert_close(sum(partial), want, rtol=0, atol=1e-5)
+
+
+def test_router_weight_splits_by_expert_over_tp() -> None:
+    """Rank r of tp=4 holds experts [4r, 4r + 4) of tiny's 16 router rows; the correction bias is whole."""
+    cfg = CONFIGS["tiny"]
+    plan = moe_shard_plan(cfg)
+    rows_EH = torch.arange(cfg.n_routed_experts, dtype=torch.float32)[:, None].expand(-1, cfg.hidden_size)
+    got = local_slice(rows_EH, plan["gate.weight"], MeshCoordinate(tp_rank=1, tp_size=4))
+    assert got[:, 0].tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert plan["gate.e_score_correction_bias"] == ()
 
 
 def test_gate_up_tp_slices_keep_gate_and_up_paired() -> None:

@@ -5,7 +5,9 @@ applied by dsv3-weights. Names are relative to the MLP module (prefix them with 
   over `tp`: `gate_up_proj` rows are `[gate | up]`, two blocks split separately (`parts=2`), so a rank gets
   the matching slices of gate and up; `down_proj` splits its input columns (dim 2).
 - Shared experts and the dense MLP: column-parallel gate/up (dim 0), row-parallel down (dim 1).
-- Router weight and correction bias: replicated (every rank routes every token).
+- Router weight: split by expert over `tp` (dim 0, output rows): each rank computes its experts' logits as
+  full-length fp32 dot products and one all-gather of the `[T, E]` fp32 logits lets every rank route every
+  token with the same `route()`. The correction bias is replicated (selection needs all of it).
 
 With this placement each rank's output is a partial sum; the sum over the (ep, tp) ranks is the unsharded
 output, provided the shared experts are counted on one ep rank only (see `dsv3_moe.moe`).
@@ -14,6 +16,8 @@ output, provided the shared experts are counted on one ep rank only (see `dsv3_m
 from __future__ import annotations
 
 from dsv3_config import REPLICATED, ModelConfig, ShardPlan, Split
+
+ROUTER_SPLIT = (Split(dim=0, mesh_axis="tp"),)
 
 
 def mlp_shard_plan() -> ShardPlan:
@@ -28,7 +32,7 @@ def mlp_shard_plan() -> ShardPlan:
 def moe_shard_plan(cfg: ModelConfig) -> ShardPlan:
     """The `DeepseekMoE` block of `cfg` (router, stacked experts, shared experts if any)."""
     plan: ShardPlan = {
-        "gate.weight": REPLICATED,
+        "gate.weight": ROUTER_SPLIT,
         "experts.gate_up_proj": (Split(dim=0, mesh_axis="ep"), Split(dim=1, mesh_axis="tp", parts=2)),
         "experts.down_proj": (Split(dim=0, mesh_axis="ep"), Split(dim=2, mesh_axis="tp")),
     }

@@ -123,6 +123,18 @@ class Dsv3InferenceConfig(InferenceConfig):
         if enabled:
             raise ValueError(f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}")
         self._validate_expert_parallel()
+        self._validate_splits()
+
+    def _validate_splits(self) -> None:
+        """The latent projections split hidden over tp, the router splits the experts (`dsv3_mla.mla_shard_plan`,
+        `dsv3_moe.moe_shard_plan`); NxD's parallel layers need both to divide."""
+        cfg, tp = self.model_config(), self.neuron_config.tp_degree
+        for name, size in (("hidden_size", cfg.hidden_size), ("n_routed_experts", cfg.n_routed_experts)):
+            if size % tp:
+                raise ValueError(
+                    f"Dsv3InferenceConfig: {name}={size} is not divisible by tp_degree={tp} (q_a_proj and "
+                    "kv_a_proj_with_mqa split hidden_size over tp, the router weight splits n_routed_experts)"
+                )
 
     def _validate_expert_parallel(self) -> None:
         """`moe_ep_degree` x `moe_tp_degree` must be the world (`dsv3 shard --ep` and NxD's MoE groups assume it)."""
@@ -135,9 +147,42 @@ class Dsv3InferenceConfig(InferenceConfig):
                 f"Dsv3InferenceConfig: moe_ep_degree={ep} x moe_tp_degree={moe_tp} must equal "
                 f"tp_degree={neuron_config.tp_degree}"
             )
-        experts = self.model_config().n_routed_experts
+        cfg = self.model_config()
+        experts = cfg.n_routed_experts
         if experts % ep:
             raise ValueError(f"Dsv3InferenceConfig: moe_ep_degree={ep} does not divide n_routed_experts={experts}")
+        self._validate_expert_parallel_tokens(cfg)
+
+    def _validate_expert_parallel_tokens(self, cfg: ModelConfig) -> None:
+        """NxD runs an expert-parallel MoE step only when every expert may be loaded: with `tokens x top_k <
+        experts` it takes its selective-loading path, which raises under EP in token generation and indexes
+        the local expert stack with global ids in context encoding (NxD `modules/moe/expert_mlps_v2.py:1468-1490`,
+        `:595-625`, threshold 1.0 in `model_utils.py:93`). So each graph's token count must reach
+        `n_routed_experts / num_experts_per_tok` (V3: 32 tokens): batch-1 decode under EP is refused here."""
+        neuron_config, top_k, experts = self.neuron_config, cfg.num_experts_per_tok, cfg.n_routed_experts
+        smallest_context = neuron_config.ctx_batch_size * _smallest_context_bucket(neuron_config)
+        graphs = {
+            "tkg_batch_size": neuron_config.tkg_batch_size,
+            "ctx_batch_size x smallest context bucket": smallest_context,
+        }
+        for label, tokens in graphs.items():
+            if tokens * top_k < experts:
+                raise ValueError(
+                    f"Dsv3InferenceConfig: moe_ep_degree={neuron_config.moe_ep_degree} needs {label} x "
+                    f"num_experts_per_tok >= n_routed_experts, got {tokens} x {top_k} < {experts} (NxD has no "
+                    f"expert-parallel path for fewer tokens); use moe_ep_degree=1 or at least "
+                    f"{-(-experts // top_k)} tokens per step"
+                )
 
     def get_required_attributes(self) -> list[str]:
         return ["dsv3_hf_config", "num_local_experts", "dense_intermediate_size", "head_dim"]
+
+
+def _smallest_context_bucket(neuron_config: Any) -> int:
+    """Tokens per row of the smallest context-encoding graph: the given buckets, NxDI's automatic ones (from 128,
+    `modules/autobucketing.py:149-160`), or the one `max_context_length` graph without bucketing."""
+    if not neuron_config.enable_bucketing:
+        return int(neuron_config.max_context_length)
+    if neuron_config.context_encoding_buckets:
+        return int(min(neuron_config.context_encoding_buckets))
+    return int(min(128, neuron_config.max_context_length))

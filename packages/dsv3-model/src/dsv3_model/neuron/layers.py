@@ -1,6 +1,6 @@
 """Decoder layers of the NxDI model: MLA, then a dense SwiGLU MLP (first `first_k_dense_replace`
 layers) or NxDI's MoE (`initialize_moe_module`: `ExpertMLPsV2` routed experts, `SharedExperts`) with
-the fp32 dsv3 router swapped in.
+the dsv3 router swapped in (weight split by expert, logits and selection in fp32).
 
 The layer follows NxDI's decoder-layer contract (docs/nxdi-contract.md section 5): it takes NxDI's
 keyword arguments (and ignores the ones it does not use), and returns `(hidden, (k, v), cos, sin,
@@ -52,7 +52,10 @@ def build_moe(config: Dsv3InferenceConfig, cfg: ModelConfig) -> nn.Module:
     The fused TKG kernel module stays off: it keeps a reference to the original router.
     """
     moe = initialize_moe_module(config=config, init_tkg_module=False)
-    moe.router = Dsv3Router(cfg, sequence_parallel_enabled=config.neuron_config.sequence_parallel_enabled)
+    neuron_config = config.neuron_config
+    moe.router = Dsv3Router(
+        cfg, dtype=neuron_config.torch_dtype, sequence_parallel_enabled=neuron_config.sequence_parallel_enabled
+    )
     moe.eval()
     return moe
 

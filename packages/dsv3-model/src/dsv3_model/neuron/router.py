@@ -9,6 +9,12 @@ multiplied by `routed_scaling_factor`, so `ExpertMLPsV2` must run with `normaliz
 off (`Dsv3NeuronConfig` sets it). The choice itself is dsv3-moe's pure `route`, the same function the
 plain PyTorch model uses, so both backends pick the same experts.
 
+Placement (`dsv3_moe.moe_shard_plan`, which `dsv3 shard` reads too): the weight is stored in the model
+dtype (BF16, as the checkpoint's `gate.weight`) and split by expert over tp, a `ColumnParallelLinear`
+holding `E / tp` rows per rank. Each rank computes its experts' logits in fp32 (full-length dot products,
+weight upcast exactly), one all-gather over tp assembles the `[T, E]` fp32 logits on every rank, and every
+rank then selects identically. The fp32 correction bias is replicated.
+
 Shape legend: T tokens (B * S), E routed experts, G expert groups, K experts per token.
 """
 
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import torch
 from neuronx_distributed.modules.moe.routing import RouterBase
+from neuronx_distributed.parallel_layers.layers import ColumnParallelLinear
+from neuronx_distributed.parallel_layers.mappings import gather_from_tensor_model_parallel_region
 from torch import nn
 
 from dsv3_config import ModelConfig
@@ -23,9 +31,12 @@ from dsv3_moe import RoutingParams, route
 
 
 class Dsv3Router(RouterBase):
-    """`linear_router` [E, H] (HF `mlp.gate.weight`) and, for `noaux_tc`, `e_score_correction_bias` [E]."""
+    """`linear_router` [E / tp, H] (HF `mlp.gate.weight`, split by expert) and, for `noaux_tc`,
+    `e_score_correction_bias` [E] (replicated)."""
 
-    def __init__(self, cfg: ModelConfig, *, sequence_parallel_enabled: bool = False) -> None:
+    def __init__(
+        self, cfg: ModelConfig, *, dtype: torch.dtype = torch.bfloat16, sequence_parallel_enabled: bool = False
+    ) -> None:
         super().__init__(
             num_experts=cfg.n_routed_experts,
             top_k=cfg.num_experts_per_tok,
@@ -36,6 +47,10 @@ class Dsv3Router(RouterBase):
             dtype=torch.float32,
             device=torch.device("cpu"),
         )
+        # RouterBase built a whole fp32 `nn.Linear`; the split one replaces it (Dsv3InferenceConfig checks E % tp).
+        self.linear_router = ColumnParallelLinear(
+            cfg.hidden_size, cfg.n_routed_experts, bias=False, gather_output=False, dtype=dtype
+        )
         self.params = RoutingParams.from_config(cfg)
         self.e_score_correction_bias: nn.Parameter | None = None
         if self.params.uses_correction_bias:
@@ -45,9 +60,8 @@ class Dsv3Router(RouterBase):
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(router logits [T, E] fp32, dense affinities [T, E] fp32, expert ids [T, K] int64), NxD's order."""
-        logits_TE = nn.functional.linear(hidden_states.float(), self.linear_router.weight.float()).view(
-            -1, self.num_experts
-        )
+        local_logits = nn.functional.linear(hidden_states.float(), self.linear_router.weight.float())
+        logits_TE = gather_from_tensor_model_parallel_region(local_logits).view(-1, self.num_experts)
         expert_idx_TK, weights_TK = route(logits_TE, self.e_score_correction_bias, self.params)
         affinities_TE = torch.zeros_like(logits_TE).scatter(1, expert_idx_TK, weights_TK)
         return logits_TE, affinities_TE, expert_idx_TK.detach()

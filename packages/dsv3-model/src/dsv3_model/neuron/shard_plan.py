@@ -3,7 +3,8 @@
 with `dsv3_weights.shard_tensor` instead of NxD's whole-checkpoint `shard_checkpoint`.
 
 It restates the layer packages' plans under the NxDI key names of `state_dict.py`: attention is
-`dsv3_mla.mla_shard_plan`, dense MLPs and shared experts `dsv3_moe.mlp_shard_plan`; the routed experts
+`dsv3_mla.mla_shard_plan` (latent projections row-parallel), dense MLPs and shared experts
+`dsv3_moe.mlp_shard_plan`, the router weight `dsv3_moe.moe_shard_plan`'s (split by expert); the routed experts
 follow `dsv3_moe.moe_shard_plan` transposed to NxD's stacks (`gate_up_proj` [E, H, 2I]: tp splits
 dim 2 in two parts, gate and up; `down_proj` [E, I, H]: tp splits dim 1); the embedding is split
 across the hidden dim (`ParallelEmbedding(shard_across_embedding=True)`), `lm_head` across the vocab,
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from dsv3_config import REPLICATED, LayerKind, MeshCoordinate, ModelConfig, ShardPlan, Split, prefixed
 from dsv3_mla import mla_shard_plan
 from dsv3_model.neuron.state_dict import EXPERTS, LOCAL_EXPERTS_KEY, SPMD_RANK_KEYS
-from dsv3_moe import mlp_shard_plan
+from dsv3_moe import mlp_shard_plan, moe_shard_plan
 
 TP_VECTOR = (Split(dim=0, mesh_axis="tp"),)
 # NxD groups 32 contiguous ranks differently on trn2 once 64 ranks run at logical core size 2 (its
@@ -36,6 +37,7 @@ NXD_LOGIC2_GROUP = 32
 NXD_LOGIC2_WORLD = 64
 ROUTED_EXPERT_STACKS = (f"{EXPERTS}.gate_up_proj.weight", f"{EXPERTS}.down_proj.weight")
 EXPERT_BLOCKS = Split(dim=0, mesh_axis="ep")
+ROUTER_WEIGHT = "gate.weight"  # `moe_shard_plan`'s name for NxD's `mlp.router.linear_router.weight`
 
 
 @dataclass(frozen=True)
@@ -80,15 +82,16 @@ def nxdi_shard_plan(cfg: ModelConfig, ep_degree: int = 1) -> ShardPlan:
         "lm_head.weight": (Split(dim=0, mesh_axis="tp"),),
         "rank_util.rank": TP_VECTOR,
     }
+    attention, moe = mla_shard_plan(cfg), moe_shard_plan(cfg)
     for layer in range(cfg.num_hidden_layers):
         prefix = f"layers.{layer}."
-        plan.update(prefixed(mla_shard_plan(cfg), f"{prefix}self_attn."))
+        plan.update(prefixed(attention, f"{prefix}self_attn."))
         plan[f"{prefix}input_layernorm.weight"] = REPLICATED
         plan[f"{prefix}post_attention_layernorm.weight"] = REPLICATED
         if cfg.layer_kind(layer) == LayerKind.DENSE:
             plan.update(prefixed(mlp_shard_plan(), f"{prefix}mlp."))
             continue
-        plan[f"{prefix}mlp.router.linear_router.weight"] = REPLICATED
+        plan[f"{prefix}mlp.router.linear_router.weight"] = moe[ROUTER_WEIGHT]
         if cfg.topk_method == "noaux_tc":
             plan[f"{prefix}mlp.router.e_score_correction_bias"] = REPLICATED
         plan[f"{prefix}{EXPERTS}.gate_up_proj.weight"] = (EXPERT_BLOCKS, Split(dim=2, mesh_axis="tp", parts=2))

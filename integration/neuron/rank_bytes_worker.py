@@ -1,0 +1,92 @@
+"""One rank of the per-rank weight-bytes measurement, started by `test_rank_bytes.py` under torchrun.
+
+Usage: torchrun --nproc-per-node N rank_bytes_worker.py CHECKPOINT_DIR OUT_DIR [--ep M] [--batch B]
+Every rank builds the traced module `NeuronDsv3Model` at tp=N in BF16 (the dtype `dsv3 plan --weights bf16`
+counts) the way NxDI's `to_cpu()` does (gloo, `initialize_model_parallel`, the model class, `.bfloat16()`;
+NxDI `models/application_base.py:556-605`) but without loading weights, since `to_cpu()` itself refuses BF16
+above tp=1 (gloo has no bf16 collectives) and bytes need no values. It writes `rank{r}.json`: the bytes of
+every floating-point tensor the module holds (the KV cache aside: state, not weights), per module family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import cpu_moe_groups
+import neuron_stand_ins
+
+# Key fragments of NeuronDsv3Model's state dict -> `dsv3 plan` family; first match wins.
+FAMILY_FRAGMENTS = (
+    ("kv_mgr.", None),
+    ("layernorm.", "norms_and_biases"),
+    ("e_score_correction_bias", "norms_and_biases"),
+    ("self_attn.q_a_proj.", "latent_projections"),
+    ("self_attn.kv_a_proj_with_mqa.", "latent_projections"),
+    ("self_attn.", "attention"),
+    ("mlp.router.", "router"),
+    ("mlp.expert_mlps.", "experts"),
+    ("mlp.shared_experts.", "shared_experts"),
+    ("mlp.", "dense_mlp"),
+    ("embed_tokens.", "embeddings"),
+    ("lm_head.", "lm_head"),
+)
+
+
+def family_of(key: str) -> str | None:
+    if key == "norm.weight":
+        return "norms_and_biases"
+    for fragment, family in FAMILY_FRAGMENTS:
+        if fragment in key:
+            return family
+    raise KeyError(f"no module family for {key}")
+
+
+def family_bytes(module: torch.nn.Module) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for key, tensor in module.state_dict().items():
+        if not tensor.is_floating_point():  # SPMDRank index vectors
+            continue
+        family = family_of(key)
+        if family is None:
+            continue
+        totals[family] = totals.get(family, 0) + tensor.numel() * tensor.element_size()
+    return totals
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("checkpoint")
+    parser.add_argument("out_dir")
+    parser.add_argument("--ep", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args(argv)
+    neuron_stand_ins.install()
+    import harness
+    from neuronx_distributed.parallel_layers.parallel_state import initialize_model_parallel
+
+    from dsv3_model.neuron import NeuronDsv3Model
+
+    world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    expert_parallel = cpu_moe_groups.neuron_options(args.ep, world)
+    config = harness.inference_config(
+        Path(args.checkpoint), tp_degree=world, batch_size=args.batch, dtype=torch.bfloat16, **expert_parallel
+    )
+    os.environ["NXD_CPU_MODE"] = "1"
+    torch.distributed.init_process_group("gloo")
+    initialize_model_parallel(tensor_model_parallel_size=world, skip_collective_init=True)
+    module = NeuronDsv3Model(config).bfloat16()
+    (Path(args.out_dir) / f"rank{rank}.json").write_text(json.dumps(family_bytes(module)))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

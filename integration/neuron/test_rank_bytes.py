@@ -1,0 +1,73 @@
+"""Per-rank weight bytes of the NxDI model as built (NxD CPU mode, BF16) equal what `dsv3 plan` reports for the
+same config and mesh, module family by module family: tp=2, tp=4 and tp=2 x ep=2 on `tiny` (16 routed experts,
+q LoRA, a shared expert, a dense layer), so the planner's `dsv3` layout is the layout the adapter builds.
+
+Measured: every floating-point tensor of each rank's traced module (`rank_bytes_worker.py`), against the
+`--json` of `dsv3 plan --model CHECKPOINT`. Tolerance 1% per family (the plan's bytes are closed forms of the
+shapes; both count BF16 as 2 bytes, so any difference is a tensor placed differently). And the latent
+projections (`q_a_proj`, `kv_a_proj_with_mqa`) on each rank are exactly 1/tp of the checkpoint's, counted from
+the safetensors headers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import harness
+import pytest
+
+MESHES = ((2, 1), (4, 1), (2, 2))  # (tp, ep)
+# The issue's families (norms and the router bias, 2 KB on tiny, are not among them).
+FAMILIES = ("latent_projections", "attention", "router", "experts", "shared_experts", "dense_mlp")
+FAMILIES += ("embeddings", "lm_head")
+RELATIVE_TOL = 0.01
+BF16_BYTES = 2
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tiny")
+    harness.save_hf_checkpoint(harness.model_config("tiny"), directory)
+    return directory
+
+
+def planned_bytes(checkpoint: Path, tp: int, ep: int, batch: int, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    from dsv3_model.cli.main import main
+
+    capsys.readouterr()
+    argv = ["plan", "--model", str(checkpoint), "--tp", str(tp), "--ep", str(ep), "--batch", str(batch)]
+    assert main([*argv, "--seq-len", "64", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["weights_per_rank"]
+
+
+def checkpoint_latent_bytes(checkpoint: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+            if key.endswith(("self_attn.q_a_proj.weight", "self_attn.kv_a_proj_with_mqa.weight")):
+                shape = f.get_slice(key).get_shape()
+                total += shape[0] * shape[1] * BF16_BYTES
+    return total
+
+
+@pytest.mark.parametrize(("tp", "ep"), MESHES)
+def test_rank_bytes_equal_the_plan(
+    checkpoint: Path, tp: int, ep: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = harness.model_config("tiny")
+    # Expert-parallel token generation needs tokens x top_k >= experts (Dsv3InferenceConfig refuses fewer).
+    batch = 1 if ep == 1 else cfg.n_routed_experts // cfg.num_experts_per_tok
+    args = [str(checkpoint), str(tmp_path), "--ep", str(ep)]
+    harness.torchrun("rank_bytes_worker.py", 29541 + tp + 10 * ep, *args, "--batch", str(batch), ranks=tp)
+    plan = planned_bytes(checkpoint, tp, ep, batch, capsys)
+    whole_latent = checkpoint_latent_bytes(checkpoint)
+    for rank in range(tp):
+        measured = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for family in FAMILIES:
+            want, got = plan[family]["bytes_per_rank"], measured.get(family, 0)
+            assert abs(got - want) <= RELATIVE_TOL * want, f"rank {rank} {family}: built {got} B, planned {want} B"
+        assert measured["latent_projections"] * tp == whole_latent, f"rank {rank}"
