@@ -37,7 +37,10 @@ def main(checkpoint: str, out_dir: str, dtype: str, ep: str = "1") -> None:
 
     world = int(os.environ["WORLD_SIZE"])
     expert_parallel = cpu_moe_groups.neuron_options(int(ep), world)
-    model = harness.build_neuron_model(Path(checkpoint), tp_degree=world, **expert_parallel)
+    # Expert parallelism needs tokens x top_k >= experts in every graph (Dsv3InferenceConfig refuses fewer):
+    # batch 4 covers the suite's configs (tiny 16 experts / top 4, v2-lite-like 8 / top 2).
+    batch = 4 if int(ep) > 1 else 1
+    model = harness.build_neuron_model(Path(checkpoint), tp_degree=world, batch_size=batch, **expert_parallel)
     model.neuron_config.torch_dtype = model.config.neuron_config.torch_dtype = DTYPES[dtype]
     if int(os.environ["RANK"]) == 0:
         state_dict = model.checkpoint_loader_fn()

@@ -15,7 +15,8 @@ holding `E / tp` rows per rank. Each rank computes its experts' logits in fp32 (
 weight upcast exactly), one all-gather over tp assembles the `[T, E]` fp32 logits on every rank, and every
 rank then selects identically. The fp32 correction bias is replicated.
 
-Shape legend: T tokens (B * S), E routed experts, G expert groups, K experts per token.
+Shape legend: T tokens (B * S), H hidden size, E routed experts, L experts of this rank (E / tp), G expert
+groups, K experts per token.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class Dsv3Router(RouterBase):
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(router logits [T, E] fp32, dense affinities [T, E] fp32, expert ids [T, K] int64), NxD's order."""
-        local_logits = nn.functional.linear(hidden_states.float(), self.linear_router.weight.float())
-        logits_TE = gather_from_tensor_model_parallel_region(local_logits).view(-1, self.num_experts)
+        hidden_TH = hidden_states.reshape(-1, self.hidden_size).float()
+        local_logits_TL = nn.functional.linear(hidden_TH, self.linear_router.weight.float())  # L = E / tp
+        logits_TE = gather_from_tensor_model_parallel_region(local_logits_TL).reshape(-1, self.num_experts)
         expert_idx_TK, weights_TK = route(logits_TE, self.e_score_correction_bias, self.params)
         affinities_TE = torch.zeros_like(logits_TE).scatter(1, expert_idx_TK, weights_TK)
         return logits_TE, affinities_TE, expert_idx_TK.detach()
