@@ -156,8 +156,8 @@ class StreamedWeights:
             return
         for stacked, slot in zip(self.expert_sources(layer), (gate_up_XH, down_HI), strict=True):
             parts = slot.chunk(len(stacked.sources), dim=stacked.concat_dim)
-            for key, part in zip(stacked.source_keys(expert), parts, strict=True):
-                part.copy_(self.source.get(key))
+            for name, part in zip(stacked.source_keys(expert), parts, strict=True):
+                part.copy_(self.source.get(name))
         self.cache.count_load()
         self.cache.offer(key, self.expert_bytes(), lambda: (gate_up_XH.clone(), down_HI.clone()))
 
