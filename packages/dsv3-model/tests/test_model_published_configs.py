@@ -1,7 +1,8 @@
 """The six published config.json files against transformers' own code (4.57 here; 5.x in `nox -s compat`).
 
 - Shapes: transformers' model built on the meta device from each file (full widths, depth cut to the dense
-  layers plus one MoE layer so a build takes a second) has exactly `count_params`' parameters; one more layer
+  layers plus one MoE layer so a build takes a second), as published and with `attention_bias`, has exactly
+  `count_params`' parameters; one more layer
   adds exactly the MTP layer's decoder-layer share. Its attention `scaling` is `softmax_scale`, and its
   rotary embedding's inverse frequencies and cos/sin factor equal dsv3-rope's bit for bit (Kimi-K2's equal
   betas included).
@@ -87,9 +88,10 @@ def hf_weight_count(model) -> int:
     return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in biases)
 
 
+@pytest.mark.parametrize("attention_bias", [False, True], ids=["published", "attention_bias"])
 @pytest.mark.parametrize("name", NAMES)
-def test_parameter_count_equals_transformers_model(name):
-    cfg = published(name)
+def test_parameter_count_equals_transformers_model(name, attention_bias):
+    cfg = published(name).replace(attention_bias=attention_bias)
     layers = cfg.first_k_dense_replace + 1
     hf_params = hf_weight_count(hf_meta_model(cfg, layers))
     assert count_params(cfg.replace(num_hidden_layers=layers)).total == hf_params

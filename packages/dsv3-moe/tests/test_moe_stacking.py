@@ -1,6 +1,7 @@
-"""The stacking declaration: HF's per-expert tensors -> `experts.gate_up_proj` [E, 2I, H] and
-`experts.down_proj` [E, H, I], checked element by element on a state dict whose values encode their
-origin, and the strictness of `load_hf_moe_state_dict`."""
+"""The stacking recipe (the inventory's `ExpertStack`s, applied by `load_hf_moe_state_dict`): HF's
+per-expert tensors -> `experts.gate_up_proj` [E, 2I, H] and `experts.down_proj` [E, H, I], checked element
+by element on a state dict whose values encode their origin, and the loader's strictness. That the recipe
+names transformers' own per-expert tensors is `test_moe_inventory`'s check."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from moe_cases import CONFIGS, build_moe
 
-from dsv3_moe import ExpertStackingRule, expert_stacking_rules, load_hf_moe_state_dict
+from dsv3_moe import load_hf_moe_state_dict
 
 CFG = CONFIGS["tiny"]
 E, H, INTER = CFG.n_routed_experts, CFG.hidden_size, CFG.moe_intermediate_size
@@ -23,30 +24,6 @@ def per_expert_state() -> dict[str, torch.Tensor]:
         state[f"experts.{e}.up_proj.weight"] = torch.full((INTER, H), 1000.0 * e + 2)
         state[f"experts.{e}.down_proj.weight"] = torch.full((H, INTER), 1000.0 * e + 3)
     return state
-
-
-def test_rules_are_the_documented_data() -> None:
-    assert expert_stacking_rules(CFG) == (
-        ExpertStackingRule(
-            target="experts.gate_up_proj",
-            sources=("experts.{e}.gate_proj.weight", "experts.{e}.up_proj.weight"),
-            num_experts=E,
-            stack_dim=0,
-            concat_dim=0,
-        ),
-        ExpertStackingRule(
-            target="experts.down_proj",
-            sources=("experts.{e}.down_proj.weight",),
-            num_experts=E,
-            stack_dim=0,
-            concat_dim=0,
-        ),
-    )
-    assert expert_stacking_rules(CFG)[0].source_keys()[:3] == [
-        "experts.0.gate_proj.weight",
-        "experts.0.up_proj.weight",
-        "experts.1.gate_proj.weight",
-    ]
 
 
 def test_load_stacks_gate_then_up_per_expert() -> None:

@@ -12,6 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dsv3_config.inventory import (
+    TensorDecl,
+    attention_tensors,
+    decoder_layer_tensors,
+    mtp_extra_tensors,
+    outer_tensors,
+    swiglu_tensors,
+)
 from dsv3_config.model_config import LayerKind, ModelConfig
 
 
@@ -36,71 +44,52 @@ class ParamCounts:
         return self.total + self.mtp + self.mtp_shared
 
 
-def attention_params(cfg: ModelConfig) -> int:
-    h, n = cfg.hidden_size, cfg.num_attention_heads
-    if cfg.q_lora_rank is None:
-        q = h * n * cfg.qk_head_dim
-    else:
-        q = h * cfg.q_lora_rank + cfg.q_lora_rank + cfg.q_lora_rank * n * cfg.qk_head_dim
-    kv = h * cfg.latent_cache_width + cfg.kv_lora_rank + cfg.kv_lora_rank * n * (cfg.qk_nope_head_dim + cfg.v_head_dim)
-    return q + kv + n * cfg.v_head_dim * h
-
-
-def swiglu_params(hidden: int, intermediate: int) -> int:
-    return 3 * hidden * intermediate
+def _numel(decls: tuple[TensorDecl, ...]) -> int:
+    return sum(decl.numel for decl in decls)
 
 
 def layer_params(cfg: ModelConfig, kind: LayerKind) -> tuple[int, int]:
-    """`(total, activated)` of one decoder layer of `kind`: attention, its two norms, and the MLP or MoE."""
-    h = cfg.hidden_size
-    common = attention_params(cfg) + 2 * h
-    if kind is LayerKind.DENSE:
-        dense = swiglu_params(h, cfg.intermediate_size)
-        return common + dense, common + dense
-    expert = swiglu_params(h, cfg.moe_intermediate_size)
-    router = cfg.n_routed_experts * h + (cfg.n_routed_experts if cfg.topk_method == "noaux_tc" else 0)
-    shared = swiglu_params(h, cfg.moe_intermediate_size * cfg.n_shared_experts) if cfg.n_shared_experts else 0
-    total = common + router + shared + cfg.n_routed_experts * expert
-    return total, common + router + shared + cfg.num_experts_per_tok * expert
+    """`(total, activated)` of one decoder layer of `kind` (the inventory's `decoder_layer_tensors`):
+    activated reads `num_experts_per_tok` of the `n_routed_experts` routed experts."""
+    decls = decoder_layer_tensors(cfg, kind)
+    total = _numel(decls)
+    routed = sum(decl.numel for decl in decls if decl.family == "experts")
+    return total, total - routed + routed // cfg.n_routed_experts * cfg.num_experts_per_tok
 
 
 def count_params(cfg: ModelConfig) -> ParamCounts:
     """Total parameters and those a single token touches (all but the unselected routed experts), in closed
     form over the layer kinds (no loop over `num_hidden_layers`), with the MTP layer counted apart."""
-    h = cfg.hidden_size
-    lm_head = cfg.vocab_size * h
-    embed_tokens = 0 if cfg.tie_word_embeddings else cfg.vocab_size * h
+    outer = outer_tensors(cfg)
+    embedding = sum(decl.numel for decl in outer if decl.family == "embedding")
+    # One token reads one embedding row; a tied embedding is also read whole, as the lm_head.
+    outer_active = _numel(outer) - embedding + cfg.hidden_size + (embedding if cfg.tie_word_embeddings else 0)
     dense_total, dense_active = layer_params(cfg, LayerKind.DENSE)
     moe_total, moe_active = layer_params(cfg, LayerKind.MOE)
     n_dense, n_moe = cfg.num_dense_layers, cfg.num_moe_layers
-    total = embed_tokens + lm_head + h + n_dense * dense_total + n_moe * moe_total  # h: the final norm
-    activated = h + lm_head + h + n_dense * dense_active + n_moe * moe_active  # one embedding row
+    extras = mtp_extra_tensors(cfg)
+    shared = sum(decl.numel for decl in extras if decl.family in ("embedding", "lm_head"))
     mtp_layer = layer_params(cfg, cfg.layer_kind(cfg.num_hidden_layers))[0] if cfg.num_nextn_predict_layers else 0
-    per_mtp = mtp_layer + 3 * h + 2 * h * h  # + enorm, hnorm, shared_head.norm, eh_proj
     return ParamCounts(
-        total=total,
-        activated=activated,
-        mtp=cfg.num_nextn_predict_layers * per_mtp,
-        mtp_shared=cfg.num_nextn_predict_layers * 2 * cfg.vocab_size * h,
+        total=_numel(outer) + n_dense * dense_total + n_moe * moe_total,
+        activated=outer_active + n_dense * dense_active + n_moe * moe_active,
+        mtp=cfg.num_nextn_predict_layers * (mtp_layer + _numel(extras) - shared),
+        mtp_shared=cfg.num_nextn_predict_layers * shared,
     )
 
 
 def attention_linear_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
-    """`(out_features, in_features)` of each MLA projection by its HF name (what `dsv3 plan` shards and
-    FP8-blocks one matrix at a time). `attention_params` = their sum plus the latent norms' widths."""
-    h, n = cfg.hidden_size, cfg.num_attention_heads
-    shapes: dict[str, tuple[int, int]] = {}
-    if cfg.q_lora_rank is None:
-        shapes["q_proj"] = (n * cfg.qk_head_dim, h)
-    else:
-        shapes["q_a_proj"] = (cfg.q_lora_rank, h)
-        shapes["q_b_proj"] = (n * cfg.qk_head_dim, cfg.q_lora_rank)
-    shapes["kv_a_proj_with_mqa"] = (cfg.latent_cache_width, h)
-    shapes["kv_b_proj"] = (n * (cfg.qk_nope_head_dim + cfg.v_head_dim), cfg.kv_lora_rank)
-    shapes["o_proj"] = (h, n * cfg.v_head_dim)
-    return shapes
+    """`(out_features, in_features)` of each MLA projection by its HF name (the inventory's matrices)."""
+    return {
+        decl.name.removesuffix(".weight"): (decl.shape[0], decl.shape[1])
+        for decl in attention_tensors(cfg)
+        if len(decl.shape) == 2
+    }
 
 
 def swiglu_linear_shapes(hidden: int, intermediate: int) -> dict[str, tuple[int, int]]:
-    """`(out_features, in_features)` of a SwiGLU MLP's projections; they sum to `swiglu_params`."""
-    return {"gate_proj": (intermediate, hidden), "up_proj": (intermediate, hidden), "down_proj": (hidden, intermediate)}
+    """`(out_features, in_features)` of a SwiGLU MLP's projections (the inventory's)."""
+    return {
+        decl.name.removesuffix(".weight"): (decl.shape[0], decl.shape[1])
+        for decl in swiglu_tensors(hidden, intermediate, "dense_mlp")
+    }

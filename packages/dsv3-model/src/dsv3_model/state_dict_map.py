@@ -1,41 +1,25 @@
 """Where each tensor of `DeepseekForCausalLM` comes from in a Hugging Face checkpoint — as data.
 
 Every parameter and buffer has the HF key of the same name, except the stacked routed experts, whose
-recipe dsv3-moe declares (`expert_stacking_rules`): which per-expert HF tensors to stack, and how
-gate and up are fused. `fill_model` applies the recipes to any tensor source (an in-memory HF state
-dict in tests, the streaming checkpoint reader when loading), one expert at a time, so peak memory
-is the model plus one source tensor.
+recipe the inventory declares (`dsv3_config.inventory.expert_stacks`: which per-expert HF tensors to
+stack, and how gate and up are fused). `fill_model` applies the recipes to any tensor source (an
+in-memory HF state dict in tests, the streaming checkpoint reader when loading), one expert at a time
+(`dsv3_moe.expert_slice`), so peak memory is the model plus one source tensor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dsv3_config import ModelConfig
+from dsv3_config.inventory import ExpertStack, expert_stacks
+from dsv3_moe import expert_slice
 
 TensorSource = Callable[[str], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class StackedSource:
-    """`stack([cat([t.format(e=e) for t in templates], dim=concat_dim) for e in experts])`."""
-
-    templates: tuple[str, ...]
-    num_experts: int
-    concat_dim: int
-
-    def keys(self) -> list[str]:
-        return [t.format(e=e) for e in range(self.num_experts) for t in self.templates]
-
-    def expert(self, get: TensorSource, e: int) -> torch.Tensor:
-        return torch.cat([get(t.format(e=e)) for t in self.templates], dim=self.concat_dim)
-
-
-Source = str | StackedSource
+Source = str | ExpertStack
 
 
 def checkpoint_sources(cfg: ModelConfig, target_keys: Iterable[str], available: set[str]) -> dict[str, Source]:
@@ -44,18 +28,17 @@ def checkpoint_sources(cfg: ModelConfig, target_keys: Iterable[str], available: 
     A stacked key already present in the source (transformers 5 keeps experts fused in memory) is
     taken as is; otherwise it is stacked from the per-expert tensors that checkpoints hold.
     """
-    from dsv3_moe import expert_stacking_rules
-
-    rules = {rule.target: rule for rule in expert_stacking_rules(cfg)}
+    stacks = {decl.name: decl for decl in expert_stacks(cfg)}
     sources: dict[str, Source] = {}
     for key in target_keys:
         prefix, _, local = key.partition(".mlp.")
-        rule = rules.get(local) if local else None
-        if rule is None or key in available:
+        decl = stacks.get(local) if local else None
+        if decl is None or decl.stacked_from is None or key in available:
             sources[key] = key
         else:
-            templates = tuple(f"{prefix}.mlp.{t}" for t in rule.sources)
-            sources[key] = StackedSource(templates, cfg.n_routed_experts, rule.concat_dim)
+            stack = decl.under(f"{prefix}.mlp.").stacked_from
+            assert stack is not None
+            sources[key] = stack
     return sources
 
 
@@ -76,7 +59,7 @@ def fill_model(model: nn.Module, cfg: ModelConfig, get: TensorSource, available:
     sources = checkpoint_sources(cfg, targets, available)
     problems = []
     for key, source in sources.items():
-        needed = [source] if isinstance(source, str) else source.keys()
+        needed = [source] if isinstance(source, str) else source.all_source_keys()
         absent = [name for name in needed if name not in available]
         if absent:
             problems.append(key if absent == [key] else f"{key} (from {absent[0]}, {len(absent)} missing)")
@@ -88,7 +71,7 @@ def fill_model(model: nn.Module, cfg: ModelConfig, get: TensorSource, available:
             _copy_checked(key, targets[key], get(source))
         else:  # expert by expert into the stacked tensor: no second copy of the stack
             for e in range(source.num_experts):
-                _copy_checked(f"{key}[{e}]", targets[key][e], source.expert(get, e))
+                _copy_checked(f"{key}[{e}]", targets[key][e], expert_slice(source, get, e))
 
 
 def _copy_checked(name: str, target: torch.Tensor, tensor: torch.Tensor) -> None:

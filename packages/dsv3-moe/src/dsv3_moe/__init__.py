@@ -8,12 +8,11 @@ from dsv3_moe.moe import DeepseekMoE, build_deepseek_moe
 from dsv3_moe.router import GroupLimitedRouter
 from dsv3_moe.routing import NORM_EPS, RoutingParams, route
 from dsv3_moe.shard_plan import mlp_shard_plan, moe_shard_plan
-from dsv3_moe.stacking import ExpertStackingRule, expert_stacking_rules, load_hf_moe_state_dict
+from dsv3_moe.stacking import expert_slice, load_hf_moe_state_dict
 
 __all__ = [
     "NORM_EPS",
     "DeepseekMoE",
-    "ExpertStackingRule",
     "GroupLimitedRouter",
     "GroupedExperts",
     "LinearFactory",
@@ -21,7 +20,7 @@ __all__ = [
     "SwiGLUMLP",
     "build_deepseek_moe",
     "default_linear_factory",
-    "expert_stacking_rules",
+    "expert_slice",
     "grouped_swiglu",
     "load_hf_moe_state_dict",
     "mlp_shard_plan",

@@ -1,5 +1,6 @@
-"""Expert- and tensor-parallel placement of the MoE block's parameters, as data (`dsv3_config.ShardPlan`),
-applied by dsv3-weights. Names are relative to the MLP module (prefix them with `dsv3_config.prefixed`).
+"""Expert- and tensor-parallel placement of the MoE block's parameters (`dsv3_config.ShardPlan`): views
+of the inventory (`dsv3_config.inventory`), where the placements are declared. Names are relative to the
+MLP module (prefix them with `dsv3_config.prefixed`).
 
 - Routed experts: whole experts over `ep` (dim 0 of both stacks), and each expert's intermediate dimension
   over `tp`: `gate_up_proj` rows are `[gate | up]`, two blocks split separately (`parts=2`), so a rank gets
@@ -15,29 +16,16 @@ output, provided the shared experts are counted on one ep rank only (see `dsv3_m
 
 from __future__ import annotations
 
-from dsv3_config import REPLICATED, ModelConfig, ShardPlan, Split
-
-ROUTER_SPLIT = (Split(dim=0, mesh_axis="tp"),)
+from dsv3_config import LayerKind, ModelConfig, ShardPlan
+from dsv3_config.inventory import mlp_tensors, swiglu_tensors
 
 
 def mlp_shard_plan() -> ShardPlan:
-    """A SwiGLU MLP (dense layers, shared experts) under tensor parallelism."""
-    return {
-        "gate_proj.weight": (Split(dim=0, mesh_axis="tp"),),
-        "up_proj.weight": (Split(dim=0, mesh_axis="tp"),),
-        "down_proj.weight": (Split(dim=1, mesh_axis="tp"),),
-    }
+    """A SwiGLU MLP (dense layers, shared experts) under tensor parallelism; the placement does not depend
+    on the widths (1 x 1 here)."""
+    return {decl.name: decl.placement for decl in swiglu_tensors(1, 1, "dense_mlp")}
 
 
 def moe_shard_plan(cfg: ModelConfig) -> ShardPlan:
     """The `DeepseekMoE` block of `cfg` (router, stacked experts, shared experts if any)."""
-    plan: ShardPlan = {
-        "gate.weight": ROUTER_SPLIT,
-        "experts.gate_up_proj": (Split(dim=0, mesh_axis="ep"), Split(dim=1, mesh_axis="tp", parts=2)),
-        "experts.down_proj": (Split(dim=0, mesh_axis="ep"), Split(dim=2, mesh_axis="tp")),
-    }
-    if cfg.topk_method == "noaux_tc":
-        plan["gate.e_score_correction_bias"] = REPLICATED
-    if cfg.n_shared_experts:
-        plan.update({f"shared_experts.{name}": placement for name, placement in mlp_shard_plan().items()})
-    return plan
+    return {decl.name: decl.placement for decl in mlp_tensors(cfg, LayerKind.MOE)}

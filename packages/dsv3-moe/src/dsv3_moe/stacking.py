@@ -1,88 +1,44 @@
-"""How HF's per-expert checkpoint tensors become our stacked expert parameters — declared as data.
+"""How HF's per-expert checkpoint tensors become our stacked expert parameters, applied with torch.
 
-`expert_stacking_rules(cfg)` returns one `ExpertStackingRule` per stacked parameter. Names are relative
-to the MoE module (`model.layers.{i}.mlp.`), so a loader prefixes both target and sources:
-
-    ExpertStackingRule(target="experts.gate_up_proj",
-                       sources=("experts.{e}.gate_proj.weight", "experts.{e}.up_proj.weight"),
-                       num_experts=E, stack_dim=0, concat_dim=0)
-    ExpertStackingRule(target="experts.down_proj",
-                       sources=("experts.{e}.down_proj.weight",),
-                       num_experts=E, stack_dim=0, concat_dim=0)
-
-Meaning: `target = stack([cat([src.format(e=e) for src in sources], dim=concat_dim) for e in range(E)],
-dim=stack_dim)`. `concat_dim` indexes the *per-expert* tensors (gate [I, H] and up [I, H] give [2I, H]);
-in the stacked result it is dim `concat_dim + 1`. `stack_dim` is always 0. Under expert/tensor
-parallelism the loader slices the result (or each expert, before stacking) as `moe_shard_plan` says.
-
-`load_hf_moe_state_dict` applies the rules with `torch.stack`/`torch.cat` for tests and small models.
+The recipe is data in the inventory (`dsv3_config.inventory.expert_stacks`, `ExpertStack`): which
+per-expert tensors make a stack and along which dim gate and up are concatenated. `expert_slice` builds
+one expert's slice of a stack (what a streaming loader copies into `stack[e]`, so memory is the stack plus
+one source tensor); `load_hf_moe_state_dict` stacks a whole in-memory HF MoE state dict, for tests and
+small models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from dsv3_config import ModelConfig
+from dsv3_config.inventory import ExpertStack, expert_stacks
 
 
-@dataclass(frozen=True)
-class ExpertStackingRule:
-    target: str
-    sources: tuple[str, ...]
-    num_experts: int
-    stack_dim: int
-    concat_dim: int
-
-    def source_keys(self) -> list[str]:
-        return [template.format(e=e) for e in range(self.num_experts) for template in self.sources]
-
-    def stack(self, get: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        per_expert = [
-            torch.cat([get[template.format(e=e)] for template in self.sources], dim=self.concat_dim)
-            for e in range(self.num_experts)
-        ]
-        return torch.stack(per_expert, dim=self.stack_dim)
-
-
-def expert_stacking_rules(cfg: ModelConfig) -> tuple[ExpertStackingRule, ...]:
-    num_experts = cfg.n_routed_experts
-    return (
-        ExpertStackingRule(
-            target="experts.gate_up_proj",
-            sources=("experts.{e}.gate_proj.weight", "experts.{e}.up_proj.weight"),
-            num_experts=num_experts,
-            stack_dim=0,
-            concat_dim=0,
-        ),
-        ExpertStackingRule(
-            target="experts.down_proj",
-            sources=("experts.{e}.down_proj.weight",),
-            num_experts=num_experts,
-            stack_dim=0,
-            concat_dim=0,
-        ),
-    )
+def expert_slice(stack: ExpertStack, get: Callable[[str], torch.Tensor], expert: int) -> torch.Tensor:
+    """`stacked[expert]`: expert `expert`'s source tensors concatenated along `stack.concat_dim`."""
+    return torch.cat([get(key) for key in stack.source_keys(expert)], dim=stack.concat_dim)
 
 
 def load_hf_moe_state_dict(module: nn.Module, hf_state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig) -> None:
     """Load an HF MoE block's state dict (keys relative to `mlp.`) into `module` strictly.
 
-    Per-expert keys are stacked by `expert_stacking_rules`; keys already stacked (transformers 5.x keeps
+    Per-expert keys are stacked as the inventory declares; keys already stacked (transformers 5.x keeps
     `experts.gate_up_proj` in memory) pass through. Missing or unused keys raise (`load_state_dict` strict).
     """
     state = dict(hf_state_dict)
-    for rule in expert_stacking_rules(cfg):
-        if rule.target in state:
+    for decl in expert_stacks(cfg):
+        stack = decl.stacked_from
+        if decl.name in state or stack is None:
             continue
-        keys = rule.source_keys()
+        keys = stack.all_source_keys()
         missing = [key for key in keys if key not in state]
         if missing:
-            raise KeyError(f"{rule.target}: the state dict lacks {len(missing)} source tensors, e.g. {missing[0]}")
-        state[rule.target] = rule.stack(state)
+            raise KeyError(f"{decl.name}: the state dict lacks {len(missing)} source tensors, e.g. {missing[0]}")
+        state[decl.name] = torch.stack([expert_slice(stack, state.__getitem__, e) for e in range(stack.num_experts)])
         for key in keys:
             del state[key]
     module.load_state_dict(state, strict=True)

@@ -32,14 +32,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dsv3_config import LayerKind, ModelConfig
+from dsv3_config import LayerKind, ModelConfig, inventory
 from dsv3_mla import RMSNorm
 from dsv3_model.causal_lm import DeepseekForCausalLM, build_attention, build_mlp
 from dsv3_model.decoder_layer import DecoderLayer
 from dsv3_model.golden.progress import NoProgress, RunProgress
 from dsv3_model.golden.source import CountingSource
 from dsv3_model.golden.weight_cache import WeightCache
-from dsv3_model.state_dict_map import StackedSource, checkpoint_sources, fill_model
+from dsv3_model.state_dict_map import checkpoint_sources, fill_model
 from dsv3_moe import DeepseekMoE, grouped_swiglu
 from dsv3_weights.errors import CheckpointError
 
@@ -116,12 +116,12 @@ class StreamedWeights:
 
     # ---- experts -------------------------------------------------------------------------------
 
-    def expert_sources(self, layer: int) -> tuple[StackedSource, StackedSource]:
+    def expert_sources(self, layer: int) -> tuple[inventory.ExpertStack, inventory.ExpertStack]:
         prefix = f"model.layers.{layer}.mlp.experts."
         sources = checkpoint_sources(self.cfg, [prefix + "gate_up_proj", prefix + "down_proj"], set())
         gate_up, down = sources[prefix + "gate_up_proj"], sources[prefix + "down_proj"]
-        assert isinstance(gate_up, StackedSource)
-        assert isinstance(down, StackedSource)
+        assert isinstance(gate_up, inventory.ExpertStack)
+        assert isinstance(down, inventory.ExpertStack)
         return gate_up, down
 
     def expert_bytes(self) -> int:
@@ -155,9 +155,9 @@ class StreamedWeights:
             down_HI.copy_(cached[1])
             return
         for stacked, slot in zip(self.expert_sources(layer), (gate_up_XH, down_HI), strict=True):
-            parts = slot.chunk(len(stacked.templates), dim=stacked.concat_dim)
-            for template, part in zip(stacked.templates, parts, strict=True):
-                part.copy_(self.source.get(template.format(e=expert)))
+            parts = slot.chunk(len(stacked.sources), dim=stacked.concat_dim)
+            for name, part in zip(stacked.source_keys(expert), parts, strict=True):
+                part.copy_(self.source.get(name))
         self.cache.count_load()
         self.cache.offer(key, self.expert_bytes(), lambda: (gate_up_XH.clone(), down_HI.clone()))
 
@@ -183,13 +183,10 @@ class StreamedWeights:
             for key, tensor in skeleton.state_dict().items():
                 expect(f"model.layers.{index}.{key}", tuple(tensor.shape))
             if cfg.layer_kind(index) is not LayerKind.DENSE:
-                gate_up, down = self.expert_sources(index)
-                inter, hidden = cfg.moe_intermediate_size, cfg.hidden_size
-                for e in range(cfg.n_routed_experts):
-                    for template in gate_up.templates:
-                        expect(template.format(e=e), (inter, hidden))
-                    for template in down.templates:
-                        expect(template.format(e=e), (hidden, inter))
+                for stack in inventory.expert_stacks(cfg):
+                    for e in range(cfg.n_routed_experts):
+                        for source in inventory.per_expert(stack.under(f"model.layers.{index}.mlp."), e):
+                            expect(source.name, source.shape)
         if problems:
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             raise CheckpointError(f"{reader.directory}: {problems[0]}{more}")
