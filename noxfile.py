@@ -45,11 +45,11 @@ PACKAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "rope": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
     "mla": (("config", "rope"), ("pytest", "hypothesis", "transformers", "testing")),
     "moe": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
-    "weights": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
+    "weights": (("config",), ("pytest", "hypothesis", "safetensors", "transformers", "testing")),
     "plan": (("config",), ("pytest", "hypothesis")),
     "model": (
         ("config", "rope", "mla", "moe", "weights", "plan"),
-        ("pytest", "hypothesis", "transformers", "testing"),
+        ("pytest", "hypothesis", "safetensors", "transformers", "testing"),
     ),
 }
 TORCH_FREE = ("config", "plan")

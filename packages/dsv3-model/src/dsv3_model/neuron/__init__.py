@@ -30,10 +30,22 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+_NEURON_PACKAGES = ("neuronx_distributed", "neuronx_distributed_inference", "torch_neuronx")
+INSTALL_HINT = (
+    "dsv3_model.neuron needs NxDI (neuronx-distributed-inference) from the Neuron SDK's package repository, "
+    "not PyPI (PyPI's neuronx-distributed* are placeholders): "
+    'pip install "dsv3-model[neuron]" --extra-index-url https://pip.repos.neuron.amazonaws.com'
+)
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
+    try:
+        found = importlib.import_module(module if "." in module else f"{__name__}.{module}")
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] in _NEURON_PACKAGES:
+            raise ModuleNotFoundError(f"{INSTALL_HINT} ({err.name} is missing)", name=err.name) from err
+        raise
+    return getattr(found, name)
