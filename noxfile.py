@@ -42,13 +42,14 @@ COMPARED_WITH_TRANSFORMERS = ("bench_mla", "bench_moe", "bench_model")
 # `config` and `plan` run without torch (asserted in `unit`).
 PACKAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "config": ((), ("pytest", "hypothesis")),
+    "blocks": ((), ("pytest", "transformers", "testing")),
     "rope": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
-    "mla": (("config", "rope"), ("pytest", "hypothesis", "transformers", "testing")),
-    "moe": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
+    "mla": (("config", "rope", "blocks"), ("pytest", "hypothesis", "transformers", "testing")),
+    "moe": (("config", "blocks"), ("pytest", "hypothesis", "transformers", "testing")),
     "weights": (("config",), ("pytest", "hypothesis", "safetensors", "transformers", "testing")),
     "plan": (("config",), ("pytest", "hypothesis")),
     "model": (
-        ("config", "rope", "mla", "moe", "weights", "plan"),
+        ("config", "blocks", "rope", "mla", "moe", "weights", "plan"),
         ("pytest", "hypothesis", "safetensors", "transformers", "testing"),
     ),
 }
@@ -102,7 +103,7 @@ def unit(session: nox.Session, package: str) -> None:
 @nox.session(python="3.11")
 def integration(session: nox.Session) -> None:
     """A different model built from dsv3-mla and dsv3-moe alone: dsv3-model is not installed."""
-    _install(session, "config", "rope", "mla", "moe", "testing", "transformers", "pytest")
+    _install(session, "config", "blocks", "rope", "mla", "moe", "testing", "transformers", "pytest")
     _pytest(session, "integration/reuse")
 
 

@@ -20,8 +20,8 @@ from neuronx_distributed.parallel_layers.layers import ColumnParallelLinear, Row
 from neuronx_distributed_inference.modules.moe_v2 import initialize_moe_module
 from torch import nn
 
+from dsv3_blocks import RMSNorm
 from dsv3_config import LayerKind, ModelConfig
-from dsv3_mla import RMSNorm
 from dsv3_model.neuron.attention import NeuronLatentAttention
 from dsv3_model.neuron.config import Dsv3InferenceConfig
 from dsv3_model.neuron.router import Dsv3Router

@@ -16,7 +16,7 @@ from neuronx_distributed_inference.models.model_base import NeuronBaseForCausalL
 from neuronx_distributed_inference.modules.generation.sampling import create_sampler
 from torch import nn
 
-from dsv3_mla import RMSNorm
+from dsv3_blocks import RMSNorm
 from dsv3_model.neuron.config import Dsv3InferenceConfig
 from dsv3_model.neuron.kv_cache import LatentKVCacheManager
 from dsv3_model.neuron.layers import Dsv3DecoderLayer
