@@ -25,48 +25,26 @@ class Device:
     fp8_flops_per_s: float  # dense, per rank
 
 
-DEVICES: dict[str, Device] = {
-    "trn2": Device(
-        name="trn2",
-        rank_unit="LNC=2 logical NeuronCore (1/4 of a Trainium2 chip)",
-        ranks_per_instance=64,
-        instance="trn2.48xlarge (16 chips)",
-        hbm_bytes=96 * GiB // 4,
-        hbm_bytes_per_s=2.9e12 / 4,
-        bf16_flops_per_s=667e12 / 4,
-        fp8_flops_per_s=1299e12 / 4,
-    ),
-    "trn1": Device(
-        name="trn1",
-        rank_unit="NeuronCore-v2 (1/2 of a Trainium chip)",
-        ranks_per_instance=32,
-        instance="trn1.32xlarge (16 chips)",
-        hbm_bytes=32 * GiB // 2,
-        hbm_bytes_per_s=820e9 / 2,
-        bf16_flops_per_s=190e12 / 2,
-        fp8_flops_per_s=190e12 / 2,
-    ),
-    "h200": Device(
-        name="h200",
-        rank_unit="one H200 SXM GPU",
-        ranks_per_instance=8,
-        instance="8x H200 node",
-        hbm_bytes=141_000_000_000,
-        hbm_bytes_per_s=4.8e12,
-        bf16_flops_per_s=989e12,
-        fp8_flops_per_s=1979e12,
-    ),
-    "h100": Device(
-        name="h100",
-        rank_unit="one H100 SXM GPU",
-        ranks_per_instance=8,
-        instance="8x H100 node",
-        hbm_bytes=80_000_000_000,
-        hbm_bytes_per_s=3.35e12,
-        bf16_flops_per_s=989e12,
-        fp8_flops_per_s=1979e12,
-    ),
-}
+def _per_rank(
+    name: str, rank_unit: str, instance: str, ranks: tuple[int, int], chip: tuple[int, float, float, float]
+) -> Device:
+    """A device from its chip's figures, divided evenly among the `ranks = (per instance, per chip)`;
+    `chip = (HBM bytes, HBM bytes/s, dense BF16 FLOP/s, dense FP8 FLOP/s)`."""
+    per_instance, per_chip = ranks
+    hbm, bandwidth, bf16, fp8 = chip
+    return Device(name, rank_unit, per_instance, instance, hbm // per_chip, bandwidth / per_chip, bf16 / per_chip,
+                  fp8 / per_chip)
+
+
+_TABLE = (
+    _per_rank("trn2", "LNC=2 logical NeuronCore (1/4 of a Trainium2 chip)", "trn2.48xlarge (16 chips)", (64, 4),
+              (96 * GiB, 2.9e12, 667e12, 1299e12)),
+    _per_rank("trn1", "NeuronCore-v2 (1/2 of a Trainium chip)", "trn1.32xlarge (16 chips)", (32, 2),
+              (32 * GiB, 820e9, 190e12, 190e12)),
+    _per_rank("h200", "one H200 SXM GPU", "8x H200 node", (8, 1), (141_000_000_000, 4.8e12, 989e12, 1979e12)),
+    _per_rank("h100", "one H100 SXM GPU", "8x H100 node", (8, 1), (80_000_000_000, 3.35e12, 989e12, 1979e12)),
+)
+DEVICES: dict[str, Device] = {dev.name: dev for dev in _TABLE}
 
 
 def device(name: str) -> Device:
