@@ -20,12 +20,12 @@ from typing import Any
 
 from dsv3_config import PRESETS, ConfigError, ModelConfig, load_config, preset
 from dsv3_plan.devices import DEVICES, device
-from dsv3_plan.layouts import LAYOUT_NAMES, layout_for
+from dsv3_plan.layouts import LAYOUT_NAMES, WEIGHT_CHOICES, adapter_builds, layout_for
 from dsv3_plan.plan import deployment, make_plan
 from dsv3_plan.report import plan_text
 from dsv3_plan.search import largest_batch, largest_seq_len, ranked_changes
 
-_DTYPES = {"bf16": "bfloat16", "fp8": "fp8"}
+_DTYPES = {"bf16": "bfloat16", "fp8": "fp8", "fp8-experts": "fp8"}
 DATA_EXIT, BROKEN_PIPE_EXIT = 1, 141
 
 
@@ -66,7 +66,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=4096,
         help="positions per sequence, prompt + output, >= 1 and <= max_position_embeddings (default 4096)",
     )
-    p.add_argument("--weights", choices=tuple(_DTYPES), default="bf16", help="weight format in HBM (default bf16)")
+    p.add_argument(
+        "--weights",
+        choices=WEIGHT_CHOICES,
+        default="bf16",
+        help="weight format in HBM: bf16 (what the NxDI adapter builds), fp8 (every linear the checkpoint "
+        "quantizes) or fp8-experts (routed experts only); FP8 assumes expert layers not built yet (default bf16)",
+    )
     p.add_argument("--device", choices=tuple(DEVICES), default="trn2", help="per-rank device table (default trn2)")
     p.add_argument("--layout", choices=LAYOUT_NAMES, default="dsv3", help="dsv3 (ours) or contrib (the NxDI port)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         out: dict[str, Any] = {
             "model": name,
             **plan.to_dict(),
+            "adapter_builds_this_layout": adapter_builds(layout),
             "largest_seq_len": max_seq,
             "largest_batch": max_batch,
             "ranked_changes": [asdict(ch) for ch in changes],

@@ -32,15 +32,26 @@ def _per_rank(
     `chip = (HBM bytes, HBM bytes/s, dense BF16 FLOP/s, dense FP8 FLOP/s)`."""
     per_instance, per_chip = ranks
     hbm, bandwidth, bf16, fp8 = chip
-    return Device(name, rank_unit, per_instance, instance, hbm // per_chip, bandwidth / per_chip, bf16 / per_chip,
-                  fp8 / per_chip)
+    return Device(
+        name, rank_unit, per_instance, instance, hbm // per_chip, bandwidth / per_chip, bf16 / per_chip, fp8 / per_chip
+    )
 
 
 _TABLE = (
-    _per_rank("trn2", "LNC=2 logical NeuronCore (1/4 of a Trainium2 chip)", "trn2.48xlarge (16 chips)", (64, 4),
-              (96 * GiB, 2.9e12, 667e12, 1299e12)),
-    _per_rank("trn1", "NeuronCore-v2 (1/2 of a Trainium chip)", "trn1.32xlarge (16 chips)", (32, 2),
-              (32 * GiB, 820e9, 190e12, 190e12)),
+    _per_rank(
+        "trn2",
+        "LNC=2 logical NeuronCore (1/4 of a Trainium2 chip)",
+        "trn2.48xlarge (16 chips)",
+        (64, 4),
+        (96 * GiB, 2.9e12, 667e12, 1299e12),
+    ),
+    _per_rank(
+        "trn1",
+        "NeuronCore-v2 (1/2 of a Trainium chip)",
+        "trn1.32xlarge (16 chips)",
+        (32, 2),
+        (32 * GiB, 820e9, 190e12, 190e12),
+    ),
     _per_rank("h200", "one H200 SXM GPU", "8x H200 node", (8, 1), (141_000_000_000, 4.8e12, 989e12, 1979e12)),
     _per_rank("h100", "one H100 SXM GPU", "8x H100 node", (8, 1), (80_000_000_000, 3.35e12, 989e12, 1979e12)),
 )

@@ -18,16 +18,27 @@ Two named layouts are compared throughout:
 
 A layout is independent of the mesh (`tp`, `ep` live in `DeploymentConfig`), so "what change buys the
 most" is a `dataclasses.replace` of one field.
+
+The `dsv3` layout is read from the record the NxDI adapter builds from, `dsv3_config.inventory.placements`
+(torch-free): where the latent projections and the router weight live, and which weight formats the adapter
+holds on device (`DEVICE_WEIGHT_FORMATS`: BF16 today). `adapter_builds` says whether a layout is one the
+adapter builds; FP8 weights (`--weights fp8`, `fp8-experts`) are not yet: those numbers assume NxD's
+quantized expert layers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from dsv3_config import REPLICATED
+from dsv3_config.inventory import placements
+
 WeightFormat = Literal["bf16", "fp8"]
+WeightChoice = Literal["bf16", "fp8", "fp8-experts"]  # fp8-experts: routed experts FP8, other linears BF16
 RouterFormat = Literal["fp32", "bf16"]
 LAYOUT_NAMES = ("dsv3", "contrib")
+WEIGHT_CHOICES: tuple[WeightChoice, ...] = ("bf16", "fp8", "fp8-experts")
 
 
 @dataclass(frozen=True)
@@ -58,11 +69,12 @@ def contrib_layout() -> Layout:
 
 
 def dsv3_layout(weights: WeightFormat) -> Layout:
+    """Ours, as the adapter places it (`dsv3_config.inventory.placements`), with `weights` for every linear."""
     return Layout(
         name="dsv3",
-        replicated_latent_projections=False,
-        router_format="bf16",
-        router_sharded=True,
+        replicated_latent_projections=placements.LATENT_PROJECTION == REPLICATED,
+        router_format="bf16",  # the adapter holds the router weight in the model dtype, as the checkpoint
+        router_sharded=placements.ROUTER_WEIGHT != REPLICATED,
         expert_format=weights,
         dense_format=weights,
         cache_copies=1,
@@ -71,14 +83,24 @@ def dsv3_layout(weights: WeightFormat) -> Layout:
     )
 
 
-def layout_for(name: str, weights: WeightFormat) -> Layout:
+def adapter_builds(layout: Layout) -> bool:
+    """Whether the NxDI adapter builds `layout`: ours, in weight formats it holds on device."""
+    formats = placements.DEVICE_WEIGHT_FORMATS
+    return layout == replace(
+        dsv3_layout("bf16"), expert_format=layout.expert_format, dense_format=layout.dense_format
+    ) and (layout.expert_format in formats and layout.dense_format in formats)
+
+
+def layout_for(name: str, weights: WeightChoice) -> Layout:
     """The named layout; the contrib port cannot hold FP8 (it dequantizes on the host), so say so."""
     if name == "dsv3":
+        if weights == "fp8-experts":
+            return replace(dsv3_layout("bf16"), expert_format="fp8")
         return dsv3_layout(weights)
     if name == "contrib":
         if weights != "bf16":
             raise ValueError(
-                "layout 'contrib' dequantizes the whole checkpoint to BF16 on the host; --weights fp8 needs "
+                f"layout 'contrib' dequantizes the whole checkpoint to BF16 on the host; --weights {weights} needs "
                 "--layout dsv3 (the ranked changes show what FP8 experts would buy the contrib layout)"
             )
         return contrib_layout()

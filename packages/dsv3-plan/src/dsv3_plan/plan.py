@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dsv3_config import DeploymentConfig, ModelConfig
+from dsv3_config.inventory.placements import expert_parallel_min_tokens
 from dsv3_plan.bandwidth import StepFloor, decode_floor, decode_reads, prefill_floor
 from dsv3_plan.devices import Device
 from dsv3_plan.kv_cache import latent_cache_bytes
@@ -82,10 +83,18 @@ class Plan:
 
 
 def deployment(cfg: ModelConfig, layout: Layout, **fields: Any) -> DeploymentConfig:
-    """A `DeploymentConfig` validated for `cfg` and `layout` (the contrib port has no expert parallelism)."""
+    """A `DeploymentConfig` validated for `cfg` and `layout` (the contrib port has no expert parallelism; NxD
+    has no expert-parallel decode below `expert_parallel_min_tokens` sequences, the adapter's own rule)."""
     dep = DeploymentConfig(**fields).validate_for(cfg)
     if dep.ep > 1 and not layout.expert_parallel:
         raise ValueError(f"ep ({dep.ep}) > 1 but layout {layout.name!r} splits experts by tp only")
+    needed = expert_parallel_min_tokens(cfg)
+    if dep.ep > 1 and dep.batch_size < needed:
+        raise ValueError(
+            f"ep ({dep.ep}) > 1 needs batch x num_experts_per_tok >= n_routed_experts for decode (NxD has no "
+            f"expert-parallel path below it), got {dep.batch_size} x {cfg.num_experts_per_tok} < "
+            f"{cfg.n_routed_experts}: use --ep 1 or --batch >= {needed}"
+        )
     return dep
 
 

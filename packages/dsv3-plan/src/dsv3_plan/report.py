@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
+from dsv3_config.inventory.placements import DEVICE_WEIGHT_FORMATS
 from dsv3_plan.devices import GiB
+from dsv3_plan.layouts import Layout, adapter_builds
 from dsv3_plan.plan import Plan
 from dsv3_plan.search import Change
 
@@ -23,6 +27,33 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:8.3f}"
 
 
+def _formats(lay: Layout) -> str:
+    if lay.expert_format == lay.dense_format:
+        return lay.expert_format
+    return f"{lay.expert_format} experts, {lay.dense_format} other linears"
+
+
+def adapter_line(lay: Layout) -> str:
+    """Which layout the NxDI adapter builds (its record, `dsv3_config.inventory.placements`) and whether this is it."""
+    installed = _adapter_version()
+    who = f"dsv3-model {installed}" if installed else "not installed here (dsv3-model)"
+    built = "this plan is that layout" if adapter_builds(lay) else "this plan is NOT what it builds"
+    if lay.name == "dsv3" and not adapter_builds(lay):
+        built += " (FP8 on device assumes NxD quantized expert layers, not built yet)"
+    return (
+        f"NxDI adapter ({who}) builds: layout dsv3, weights {'/'.join(DEVICE_WEIGHT_FORMATS)} on device "
+        f"(FP8 checkpoints dequantized on the host); {built}"
+    )
+
+
+def _adapter_version() -> str | None:
+    """dsv3-model's version if it is installed (the metadata only: importing it would import torch)."""
+    try:
+        return metadata.version("dsv3-model")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def plan_text(plan: Plan, name: str, max_seq: int, max_batch: int, changes: list[Change]) -> str:
     dep, dev, lay = plan.deployment, plan.device, plan.layout
     copies = "1 copy" if lay.cache_copies == 1 else f"{lay.cache_copies} copies"
@@ -30,7 +61,8 @@ def plan_text(plan: Plan, name: str, max_seq: int, max_batch: int, changes: list
         f"{name} on {dev.name} ({dev.rank_unit}: {dev.hbm_bytes / GiB:.1f} GiB = {dev.hbm_bytes / 1e9:.2f} GB HBM, "
         f"{dev.hbm_bytes_per_s / 1e12:.3f} TB/s per rank)",
         f"layout {lay.name}, tp {dep.tp}, ep {dep.ep}, batch {dep.batch_size}, seq_len {dep.seq_len}, "
-        f"weights {dep.weight_dtype}",
+        f"weights {_formats(lay)}",
+        adapter_line(lay),
         "",
         "per-rank memory                           GB   placement",
     ]

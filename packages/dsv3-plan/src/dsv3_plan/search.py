@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from dsv3_config import DeploymentConfig, ModelConfig
+from dsv3_config.inventory.placements import expert_parallel_min_tokens
 from dsv3_plan.devices import Device
 from dsv3_plan.layouts import Layout
 from dsv3_plan.plan import Plan, deployment, make_plan
@@ -33,8 +34,10 @@ def largest_seq_len(cfg: ModelConfig, dep: DeploymentConfig, layout: Layout, dev
 
 
 def largest_batch(cfg: ModelConfig, dep: DeploymentConfig, layout: Layout, dev: Device) -> int:
-    """The most sequences of `dep.seq_len` positions that fit."""
-    return _largest(cfg, dep, layout, dev, "batch_size")
+    """The most sequences of `dep.seq_len` positions that fit (0 under expert parallelism when fewer fit than
+    NxD's expert-parallel decode needs)."""
+    batch = _largest(cfg, dep, layout, dev, "batch_size")
+    return 0 if dep.ep > 1 and batch < expert_parallel_min_tokens(cfg) else batch
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def _shard_router(cfg: ModelConfig, lay: Layout, dep: DeploymentConfig) -> Appli
 
 def _expert_parallel(cfg: ModelConfig, lay: Layout, dep: DeploymentConfig) -> Applied | None:
     ep = _widest_ep(cfg, dep)
-    if dep.ep > 1 or ep == 1:
+    if dep.ep > 1 or ep == 1 or dep.batch_size < expert_parallel_min_tokens(cfg):  # NxD cannot decode it
         return None
     return replace(lay, expert_parallel=True), dep.model_copy(update={"ep": ep})
 

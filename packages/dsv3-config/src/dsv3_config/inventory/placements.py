@@ -43,3 +43,16 @@ def kv_heads(cfg: ModelConfig) -> Placement:
 def output_heads(cfg: ModelConfig) -> Placement:
     """o_proj: input columns in whole value heads (each rank returns a partial sum)."""
     return (Split(dim=1, mesh_axis="tp", unit=cfg.v_head_dim),)
+
+
+# The weight formats the NxDI adapter (dsv3_model.neuron) holds on device: the model dtype, BF16, for every
+# linear; an FP8 checkpoint is dequantized on the host. FP8 routed experts on device (NxD's quantized expert
+# layers) are not built yet, so the planner marks its FP8 numbers as assuming them.
+DEVICE_WEIGHT_FORMATS: tuple[str, ...] = ("bf16",)
+
+
+def expert_parallel_min_tokens(cfg: ModelConfig) -> int:
+    """Tokens one MoE step needs under expert parallelism: NxD runs an expert-parallel step only when
+    `tokens x num_experts_per_tok >= n_routed_experts` (V3: 32); below it takes its selective-loading path,
+    which raises in token generation (NxD `modules/moe/expert_mlps_v2.py:1468-1481`)."""
+    return -(-cfg.n_routed_experts // cfg.num_experts_per_tok)

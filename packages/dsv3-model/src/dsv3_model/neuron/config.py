@@ -22,6 +22,7 @@ import torch
 from neuronx_distributed_inference.models.config import InferenceConfig, MoENeuronConfig
 
 from dsv3_config import ModelConfig, load_config
+from dsv3_config.inventory.placements import DEVICE_WEIGHT_FORMATS, expert_parallel_min_tokens
 
 # NeuronConfig switches whose code paths the dsv3 layers do not implement (each changes the layer contract:
 # per-layer KV I/O, block/prefix caches, speculation, sequence/context/data parallel attention).
@@ -120,6 +121,8 @@ class Dsv3InferenceConfig(InferenceConfig):
         ]
         if neuron_config.hybrid_sharding_config is not None:
             enabled.append("hybrid_sharding_config")
+        if neuron_config.quantized and "fp8" not in DEVICE_WEIGHT_FORMATS:  # FP8 checkpoints: dequantized on the host
+            enabled.append("quantized")
         if enabled:
             raise ValueError(f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}")
         self._validate_expert_parallel()
@@ -157,21 +160,21 @@ class Dsv3InferenceConfig(InferenceConfig):
         """NxD runs an expert-parallel MoE step only when every expert may be loaded: with `tokens x top_k <
         experts` it takes its selective-loading path, which raises under EP in token generation and indexes
         the local expert stack with global ids in context encoding (NxD `modules/moe/expert_mlps_v2.py:1468-1490`,
-        `:595-625`, threshold 1.0 in `model_utils.py:93`). So each graph's token count must reach
-        `n_routed_experts / num_experts_per_tok` (V3: 32 tokens): batch-1 decode under EP is refused here."""
-        neuron_config, top_k, experts = self.neuron_config, cfg.num_experts_per_tok, cfg.n_routed_experts
+        `:595-625`). So each graph needs `expert_parallel_min_tokens` tokens (the rule the planner applies too;
+        V3: 32): batch-1 decode under EP is refused here."""
+        neuron_config, needed = self.neuron_config, expert_parallel_min_tokens(cfg)
         smallest_context = neuron_config.ctx_batch_size * _smallest_context_bucket(neuron_config)
         graphs = {
             "tkg_batch_size": neuron_config.tkg_batch_size,
             "ctx_batch_size x smallest context bucket": smallest_context,
         }
         for label, tokens in graphs.items():
-            if tokens * top_k < experts:
+            if tokens < needed:
                 raise ValueError(
                     f"Dsv3InferenceConfig: moe_ep_degree={neuron_config.moe_ep_degree} needs {label} x "
-                    f"num_experts_per_tok >= n_routed_experts, got {tokens} x {top_k} < {experts} (NxD has no "
-                    f"expert-parallel path for fewer tokens); use moe_ep_degree=1 or at least "
-                    f"{-(-experts // top_k)} tokens per step"
+                    f"num_experts_per_tok >= n_routed_experts, got {tokens} x {cfg.num_experts_per_tok} < "
+                    f"{cfg.n_routed_experts} (NxD has no expert-parallel path for fewer tokens); use "
+                    f"moe_ep_degree=1 or at least {needed} tokens per step"
                 )
 
     def get_required_attributes(self) -> list[str]:
