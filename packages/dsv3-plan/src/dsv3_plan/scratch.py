@@ -22,7 +22,7 @@ It is calibrated on those two points only: treat other layouts' and devices' scr
 from __future__ import annotations
 
 from dsv3_config import DeploymentConfig, ModelConfig
-from dsv3_model.plan.layouts import Layout
+from dsv3_plan.layouts import Layout
 
 K_SCRATCH = 1.0
 ACTIVATION_BYTES = 2  # BF16
