@@ -7,7 +7,6 @@ import math
 import pytest
 
 from dsv3_config import LayerKind, count_params, preset
-from dsv3_config.param_count import attention_linear_shapes, attention_params, swiglu_linear_shapes, swiglu_params
 from dsv3_plan import deployment, dsv3_layout, make_plan
 from dsv3_plan.devices import device
 from dsv3_plan.weights import matrix_on_rank
@@ -15,13 +14,17 @@ from dsv3_plan.weights import matrix_on_rank
 PRESET_NAMES = ("tiny", "medium", "deepseek-v3", "deepseek-v2-lite", "kimi-k2", "moonlight")
 
 
-@pytest.mark.parametrize("name", PRESET_NAMES)
-def test_attention_shapes_sum_to_attention_params(name):
-    cfg = preset(name)
-    matrices = sum(o * i for o, i in attention_linear_shapes(cfg).values())
-    norms = (cfg.q_lora_rank or 0) + cfg.kv_lora_rank  # q_a_layernorm, kv_a_layernorm
-    assert matrices + norms == attention_params(cfg)  # exact: integer counts
-    assert sum(o * i for o, i in swiglu_linear_shapes(7, 5).values()) == swiglu_params(7, 5)
+def test_attention_biases_are_counted_with_the_norms():
+    """tiny with `attention_bias` at tp=1, BF16, by hand: per layer the two layer norms (2 x 64), the latent
+    norms (48 + 32) and transformers' three biases (q_a_proj 48, kv_a_proj_with_mqa 40, o_proj 64), times
+    3 layers; the final norm (64); the fp32 correction bias of 16 experts in each of the 2 MoE layers."""
+    cfg = preset("tiny").replace(attention_bias=True)
+    layout = dsv3_layout("bf16")
+    plan = make_plan(cfg, deployment(cfg, layout, tp=1, seq_len=8), layout, device("h200"))
+    vectors = 3 * (2 * 64 + 48 + 32 + 48 + 40 + 64) + 64
+    norms = plan.family("norms_and_biases")
+    assert norms.params_per_rank == vectors + 2 * 16
+    assert norms.bytes_per_rank == 2 * vectors + 4 * 2 * 16
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)

@@ -12,14 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsv3_config.inventory import (
-    TensorDecl,
-    attention_tensors,
-    decoder_layer_tensors,
-    mtp_extra_tensors,
-    outer_tensors,
-    swiglu_tensors,
-)
+from dsv3_config.inventory import TensorDecl, decoder_layer_tensors, mtp_extra_tensors, outer_tensors
 from dsv3_config.model_config import LayerKind, ModelConfig
 
 
@@ -76,20 +69,3 @@ def count_params(cfg: ModelConfig) -> ParamCounts:
         mtp=cfg.num_nextn_predict_layers * (mtp_layer + _numel(extras) - shared),
         mtp_shared=cfg.num_nextn_predict_layers * shared,
     )
-
-
-def attention_linear_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
-    """`(out_features, in_features)` of each MLA projection by its HF name (the inventory's matrices)."""
-    return {
-        decl.name.removesuffix(".weight"): (decl.shape[0], decl.shape[1])
-        for decl in attention_tensors(cfg)
-        if len(decl.shape) == 2
-    }
-
-
-def swiglu_linear_shapes(hidden: int, intermediate: int) -> dict[str, tuple[int, int]]:
-    """`(out_features, in_features)` of a SwiGLU MLP's projections (the inventory's)."""
-    return {
-        decl.name.removesuffix(".weight"): (decl.shape[0], decl.shape[1])
-        for decl in swiglu_tensors(hidden, intermediate, "dense_mlp")
-    }

@@ -1,11 +1,17 @@
-"""Weight bytes each rank holds, one module family at a time.
+"""Weight bytes each rank holds, one module family at a time: a view of the inventory.
 
-Each family is a list of matrices `(out_features, in_features)` taken from `dsv3_config.param_count`
-(`attention_linear_shapes`, `swiglu_linear_shapes`), a split (which dimension is cut into how many
-parts, padded up when it does not divide) and a format: BF16 = 2 bytes a parameter, fp32 = 4, FP8 = 1 byte
-a parameter plus one fp32 `weight_scale_inv` per `weight_block_size` block of the rank's slice (a slice
-thinner than a block still needs that block's scale). The multi-token-prediction layer is not counted:
-neither layout serves it (`count_params` excludes it too).
+Every tensor of one decoder layer of each kind (`dsv3_config.inventory.decoder_layer_tensors`), the
+embedding, final norm and lm_head (`outer_tensors`) is counted with its shape, its inventory family and its
+tp split (the `Split` over `tp` its placement names; routed experts also over `ep`), in a format: BF16 = 2
+bytes a parameter, fp32 = 4, FP8 = 1 byte a parameter plus one fp32 `weight_scale_inv` per
+`weight_block_size` block of the rank's slice (a slice thinner than a block still needs that block's
+scale). A split dimension is divided by its group size, padded up when it does not divide. Vectors (norm
+weights, biases, the router's fp32 correction bias) are replicated and form `norms_and_biases`.
+
+Two placements are the layout's, not the inventory's: `Layout.replicated_latent_projections` false shards
+`q_a_proj` / `kv_a_proj_with_mqa` row-parallel (dim 1, their input) and `Layout.router_sharded` splits the
+router by expert (dim 0), the layout issue 15 builds; the inventory holds what the adapter builds today.
+The multi-token-prediction layer is not counted: neither layout serves it (`count_params` excludes it too).
 """
 
 from __future__ import annotations
@@ -15,12 +21,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dsv3_config import DeploymentConfig, LayerKind, ModelConfig
-from dsv3_config.param_count import attention_linear_shapes, swiglu_linear_shapes
+from dsv3_config.inventory import TensorDecl, decoder_layer_tensors, outer_tensors, per_expert
 from dsv3_plan.layouts import Layout
 
 Format = Literal["bf16", "fp8", "fp32"]
 Shape = tuple[int, int]
-LATENT_PROJECTIONS = ("q_a_proj", "kv_a_proj_with_mqa")
 FAMILIES = (
     "attention",
     "latent_projections",
@@ -32,6 +37,9 @@ FAMILIES = (
     "lm_head",
     "norms_and_biases",
 )
+_FAMILY = {"latent_projection": "latent_projections", "embedding": "embeddings", "norm": "norms_and_biases"}
+LATENT_ROW_PARALLEL = 1  # the input (hidden) dim of q_a_proj / kv_a_proj_with_mqa
+ROUTER_BY_EXPERT = 0
 
 
 @dataclass(frozen=True)
@@ -74,56 +82,70 @@ def _total(items: Iterable[tuple[int, int]], times: int = 1) -> tuple[int, int]:
     return params * times, nbytes * times
 
 
-def swiglu_on_rank(hidden: int, intermediate: int, parts: int, fmt: Format, block: Shape) -> tuple[int, int]:
-    """Column-parallel gate/up (split out), row-parallel down (split in)."""
-    shapes = swiglu_linear_shapes(hidden, intermediate)
-    return _total(
-        matrix_on_rank(shape, 1 if name == "down_proj" else 0, parts, fmt, block) for name, shape in shapes.items()
-    )
+def family_of(decl: TensorDecl) -> str:
+    return "norms_and_biases" if len(decl.shape) == 1 else _FAMILY.get(decl.family, decl.family)
+
+
+def _tp_split(decl: TensorDecl, layout: Layout) -> int | None:
+    if decl.family == "latent_projection":
+        return None if layout.replicated_latent_projections else LATENT_ROW_PARALLEL
+    if decl.family == "router":
+        return ROUTER_BY_EXPERT if layout.router_sharded else None
+    return next((split.dim for split in decl.placement if split.mesh_axis == "tp"), None)
+
+
+def _format(decl: TensorDecl, layout: Layout) -> Format:
+    """The layout's format for its matrices; vectors as the checkpoint stores them (the router's correction
+    bias fp32)."""
+    if decl.family == "router" and len(decl.shape) == 2:
+        return layout.router_format
+    if decl.fp8:
+        return layout.expert_format if decl.family == "experts" else layout.dense_format
+    return "fp32" if decl.dtype == "float32" else "bf16"
 
 
 def routed_expert_on_rank(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig) -> tuple[int, int]:
-    """One routed expert of one layer, as one rank of its `moe_tp` group holds it."""
-    return swiglu_on_rank(cfg.hidden_size, cfg.moe_intermediate_size, dep.moe_tp, layout.expert_format, block_size(cfg))
+    """One routed expert of one layer, as one rank of its `moe_tp` group holds it: the per-expert
+    checkpoint matrices of each stack, each split over `moe_tp` as the stack's placement says."""
+    stacks = [decl for decl in decoder_layer_tensors(cfg, LayerKind.MOE) if decl.stacked_from is not None]
+    sources = [source for stack in stacks for source in per_expert(stack, 0)]
+    return _total(
+        matrix_on_rank((s.shape[0], s.shape[1]), _tp_split(s, layout), dep.moe_tp, _format(s, layout), block_size(cfg))
+        for s in sources
+    )
 
 
-def _attention(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig, latent: bool) -> tuple[int, int]:
-    split = {"q_proj": 0, "q_b_proj": 0, "kv_b_proj": 0, "o_proj": 1, "q_a_proj": 1, "kv_a_proj_with_mqa": 1}
-    parts = 1 if latent and layout.replicated_latent_projections else dep.tp
-    chosen = [(n, s) for n, s in attention_linear_shapes(cfg).items() if (n in LATENT_PROJECTIONS) == latent]
-    one_layer = _total(matrix_on_rank(s, split[n], parts, layout.dense_format, block_size(cfg)) for n, s in chosen)
-    return _total([one_layer], cfg.num_hidden_layers)
-
-
-def _router(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig, moe_layers: int) -> tuple[int, int]:
-    """The gate weight only; its fp32 `e_score_correction_bias` is counted with the norms (replicated)."""
-    parts = dep.tp if layout.router_sharded else 1
-    weight = matrix_on_rank((cfg.n_routed_experts, cfg.hidden_size), 0, parts, layout.router_format, (1, 1))
-    return _total([weight], moe_layers)
+def _on_rank(decl: TensorDecl, layout: Layout, dep: DeploymentConfig, block: Shape) -> tuple[int, int]:
+    """One non-expert tensor on one rank (vectors replicated)."""
+    fmt = _format(decl, layout)
+    if len(decl.shape) == 1:
+        return decl.shape[0], decl.shape[0] * (4 if fmt == "fp32" else 2)
+    return matrix_on_rank((decl.shape[0], decl.shape[1]), _tp_split(decl, layout), dep.tp, fmt, block)
 
 
 def family_weights(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig) -> tuple[FamilyWeights, ...]:
     """Per-rank weights of every family in `FAMILIES` order (zero-sized families included)."""
-    kinds = cfg.layer_kinds
-    moe_layers, dense_layers = kinds.count(LayerKind.MOE), kinds.count(LayerKind.DENSE)
-    h, block, tp = cfg.hidden_size, block_size(cfg), dep.tp
-    experts = routed_expert_on_rank(cfg, layout, dep)
-    shared = swiglu_on_rank(h, cfg.moe_intermediate_size * cfg.n_shared_experts, tp, layout.dense_format, block)
-    dense = swiglu_on_rank(h, cfg.intermediate_size, tp, layout.dense_format, block)
-    vocab = matrix_on_rank((cfg.vocab_size, h), 0, tp, "bf16", block)
-    norm_widths = 2 * h + (cfg.q_lora_rank or 0) + cfg.kv_lora_rank
-    norms = norm_widths * len(kinds) + h  # BF16 RMSNorm weights, final norm included
-    biases = moe_layers * cfg.n_routed_experts if cfg.topk_method == "noaux_tc" else 0  # fp32
-    latent_placement = "replicated" if layout.replicated_latent_projections else "tp"
-    rows: list[tuple[str, str, tuple[int, int]]] = [
-        ("attention", "tp", _attention(cfg, layout, dep, latent=False)),
-        ("latent_projections", latent_placement, _attention(cfg, layout, dep, latent=True)),
-        ("router", "tp" if layout.router_sharded else "replicated", _router(cfg, layout, dep, moe_layers)),
-        ("experts", "ep x tp" if dep.ep > 1 else "tp", _total([experts], moe_layers * cfg.n_routed_experts // dep.ep)),
-        ("shared_experts", "tp", _total([shared] if cfg.n_shared_experts else [], moe_layers)),
-        ("dense_mlp", "tp", _total([dense], dense_layers)),
-        ("embeddings", "tp", (0, 0) if cfg.tie_word_embeddings else vocab),
-        ("lm_head", "tp", vocab),
-        ("norms_and_biases", "replicated", (norms + biases, 2 * norms + 4 * biases)),
-    ]
-    return tuple(FamilyWeights(name, placement, p, b) for name, placement, (p, b) in rows)
+    block = block_size(cfg)
+    sums = {family: (0, 0) for family in FAMILIES}
+    placements = {family: "tp" for family in FAMILIES}  # what a family absent from `cfg` would be
+    placements["norms_and_biases"] = "replicated"
+
+    def add(decl: TensorDecl, times: int, counted: tuple[int, int]) -> None:
+        family = family_of(decl)
+        params, nbytes = sums[family]
+        sums[family] = (params + times * counted[0], nbytes + times * counted[1])
+        if family == "experts":
+            placements[family] = "ep x tp" if dep.ep > 1 else "tp"
+        elif len(decl.shape) > 1:
+            placements[family] = "replicated" if _tp_split(decl, layout) is None else "tp"
+
+    for kind, layers in ((LayerKind.DENSE, cfg.num_dense_layers), (LayerKind.MOE, cfg.num_moe_layers)):
+        for decl in decoder_layer_tensors(cfg, kind) if layers else ():
+            if decl.stacked_from is None:
+                add(decl, layers, _on_rank(decl, layout, dep, block))
+        if kind is LayerKind.MOE and layers:
+            experts = next(d for d in decoder_layer_tensors(cfg, kind) if d.family == "experts")
+            add(experts, layers * (cfg.n_routed_experts // dep.ep), routed_expert_on_rank(cfg, layout, dep))
+    for decl in outer_tensors(cfg):
+        add(decl, 1, _on_rank(decl, layout, dep, block))
+    return tuple(FamilyWeights(family, placements[family], *sums[family]) for family in FAMILIES)
