@@ -34,6 +34,33 @@ def test_text_names_the_layout(capsys):
     assert "layout dsv3, tp 64, ep 1, batch 1, seq_len 4096" in capsys.readouterr().out
 
 
+def test_says_which_layout_the_adapter_builds(capsys):
+    """The default plan is the layout the NxDI adapter builds (BF16 on device); FP8 numbers say they assume FP8
+    expert layers, which it does not build yet."""
+    assert main([*R1_TRN2, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["adapter_builds_this_layout"] is True
+    assert main([*R1_TRN2, "--weights", "fp8-experts", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["adapter_builds_this_layout"] is False
+    assert main([*R1_TRN2, "--weights", "fp8-experts"]) == 0
+    text = capsys.readouterr().out
+    assert "weights fp8 experts, bf16 other linears" in text
+    assert "this plan is NOT what it builds (FP8 on device assumes NxD quantized expert layers, not built yet)" in text
+
+
+def test_fp8_experts_halve_the_expert_bytes_only(capsys):
+    """R1 at tp 64: a 7168 x 2048 expert matrix slice of 32 x 7168 is 229,376 FP8 bytes plus 56 fp32 block
+    scales (a thin slice still needs a full row of 128 x 128 scales), three per expert, 256 experts, 58 layers."""
+    assert main([*R1_TRN2, "--weights", "fp8-experts", "--json"]) == 0
+    weights = json.loads(capsys.readouterr().out)["weights_per_rank"]
+    assert weights["experts"]["bytes_per_rank"] == 58 * 256 * 3 * (32 * 7168 + 4 * 56)
+    assert weights["attention"]["bytes_per_rank"] == 61 * (1536 * 24576 + 512 * 32768 + 16384 * 7168) // 64 * 2
+
+
+def test_expert_parallel_at_batch_1_exits_2(capsys):
+    assert _exit_status([*R1_TRN2, "--ep", "8"]) == 2
+    assert "needs batch x num_experts_per_tok >= n_routed_experts for decode" in capsys.readouterr().err
+
+
 def _exit_status(argv: list[str]) -> int | str | None:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -69,12 +69,12 @@ def test_contrib_ranking_fp8_experts_first_and_savings_add_up():
     changes = ranked_changes(cfg, base)
     names = [c.name for c in changes]
     assert names[0] == "fp8_experts"
+    # batch 1: no expert parallelism (NxD decodes under EP only from 256 / 8 = 32 sequences)
     assert set(names) == {
         "fp8_experts",
         "fp8_attention_and_mlps",
         "shard_latent_projections",
         "shard_router",
-        "expert_parallel",
         "single_copy_cache",
     }
     saved = [c.memory_saved_bytes for c in changes]
@@ -87,10 +87,27 @@ def test_contrib_ranking_fp8_experts_first_and_savings_add_up():
     assert by_name["fp8_experts"].fits_after
 
 
+@pytest.mark.parametrize(("batch", "proposed"), [(1, False), (31, False), (32, True)])
+def test_expert_parallel_proposed_only_where_nxd_can_decode_it(batch, proposed):
+    """V3: 256 experts, top 8: NxD's expert-parallel decode needs batch x 8 >= 256."""
+    cfg = preset("deepseek-v3")
+    names = [c.name for c in ranked_changes(cfg, _plan(cfg, contrib_layout(), tp=64, seq_len=512, batch_size=batch))]
+    assert ("expert_parallel" in names) == proposed
+
+
+def test_expert_parallel_below_the_tokens_nxd_needs_is_refused():
+    cfg = preset("deepseek-v3")
+    with pytest.raises(ValueError, match=r"ep \(8\) > 1 needs batch x num_experts_per_tok >= n_routed_experts.*1 x 8"):
+        deployment(cfg, dsv3_layout("bf16"), tp=64, ep=8, seq_len=512, batch_size=1)
+    dep = deployment(cfg, dsv3_layout("bf16"), tp=64, ep=8, seq_len=1024 * 1024 // 8, batch_size=32)
+    assert largest_batch(cfg, dep, dsv3_layout("bf16"), device("trn2")) == 0  # fewer than 32 fit: none runs
+
+
 def test_expert_parallel_moves_expert_bytes_without_saving_any():
     cfg = preset("deepseek-v3")
     layout = dsv3_layout("bf16")
-    tp_only, ep = _plan(cfg, layout, tp=64, seq_len=512), _plan(cfg, layout, tp=64, ep=8, seq_len=512)
+    tp_only = _plan(cfg, layout, tp=64, seq_len=512, batch_size=32)
+    ep = _plan(cfg, layout, tp=64, ep=8, seq_len=512, batch_size=32)
     assert ep.family("experts").bytes_per_rank == tp_only.family("experts").bytes_per_rank
     assert ep.family("experts").placement == "ep x tp"
     assert ep.decode_reads["experts"] == tp_only.decode_reads["experts"]
