@@ -1,6 +1,6 @@
 """One rank of the per-rank weight-bytes measurement, started by `test_rank_bytes.py` under torchrun.
 
-Usage: torchrun --nproc-per-node N rank_bytes_worker.py CHECKPOINT_DIR OUT_DIR [--ep M] [--batch B]
+Usage: torchrun --nproc-per-node N rank_bytes_worker.py CHECKPOINT_DIR OUT_DIR EP BATCH
 Every rank builds the traced module `NeuronDsv3Model` at tp=N in BF16 (the dtype `dsv3 plan --weights bf16`
 counts) the way NxDI's `to_cpu()` does (gloo, `initialize_model_parallel`, the model class, `.bfloat16()`;
 NxDI `models/application_base.py:556-605`) but without loading weights, since `to_cpu()` itself refuses BF16
@@ -10,7 +10,6 @@ every floating-point tensor the module holds (the KV cache aside: state, not wei
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -61,13 +60,7 @@ def family_bytes(module: torch.nn.Module) -> dict[str, int]:
     return totals
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("checkpoint")
-    parser.add_argument("out_dir")
-    parser.add_argument("--ep", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=1)
-    args = parser.parse_args(argv)
+def main(checkpoint: str, out_dir: str, ep: str, batch: str) -> None:
     neuron_stand_ins.install()
     import harness
     from neuronx_distributed.parallel_layers.parallel_state import initialize_model_parallel
@@ -75,18 +68,18 @@ def main(argv: list[str]) -> None:
     from dsv3_model.neuron import NeuronDsv3Model
 
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-    expert_parallel = cpu_moe_groups.neuron_options(args.ep, world)
+    expert_parallel = cpu_moe_groups.neuron_options(int(ep), world)
     config = harness.inference_config(
-        Path(args.checkpoint), tp_degree=world, batch_size=args.batch, dtype=torch.bfloat16, **expert_parallel
+        Path(checkpoint), tp_degree=world, batch_size=int(batch), dtype=torch.bfloat16, **expert_parallel
     )
     os.environ["NXD_CPU_MODE"] = "1"
     torch.distributed.init_process_group("gloo")
     initialize_model_parallel(tensor_model_parallel_size=world, skip_collective_init=True)
     module = NeuronDsv3Model(config).bfloat16()
-    (Path(args.out_dir) / f"rank{rank}.json").write_text(json.dumps(family_bytes(module)))
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(family_bytes(module)))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(*sys.argv[1:5])

@@ -61,8 +61,8 @@ def test_rank_bytes_equal_the_plan(
     cfg = harness.model_config("tiny")
     # Expert-parallel token generation needs tokens x top_k >= experts (Dsv3InferenceConfig refuses fewer).
     batch = 1 if ep == 1 else cfg.n_routed_experts // cfg.num_experts_per_tok
-    args = [str(checkpoint), str(tmp_path), "--ep", str(ep)]
-    harness.torchrun("rank_bytes_worker.py", 29541 + tp + 10 * ep, *args, "--batch", str(batch), ranks=tp)
+    args = [str(checkpoint), str(tmp_path), str(ep), str(batch)]
+    harness.torchrun("rank_bytes_worker.py", 29541 + tp + 10 * ep, *args, ranks=tp)
     plan = planned_bytes(checkpoint, tp, ep, batch, capsys)
     whole_latent = checkpoint_latent_bytes(checkpoint)
     for rank in range(tp):
