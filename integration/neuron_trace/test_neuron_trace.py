@@ -18,8 +18,9 @@ import torch
 CTE, TKG = "context_encoding_model", "token_generation_model"
 
 
-# DeepSeek-R1's attention and dense-layer shapes, one layer (the first, dense): at tp=64, 2 heads per rank.
-R1_ONE_LAYER = "r1-one-layer"
+# DeepSeek-R1's shapes, one layer: its first (dense) layer, or one MoE layer (256 experts, top 8); at tp=64,
+# 2 heads per rank.
+R1_ONE_LAYER, R1_MOE_LAYER = "r1-one-layer", "r1-moe-layer"
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,10 @@ GRAPHS: dict[str, Graph] = {
     "v2-lite-like-tkg-tp2-bs2": Graph("v2-lite-like", TKG, tp=2, batch=2),
     "tiny-cte-4k-tp2": Graph("tiny", CTE, tp=2, seq_len=4096),
     "r1-one-layer-cte-32k-tp64": Graph(R1_ONE_LAYER, CTE, tp=64, seq_len=32768, dtype=torch.bfloat16),
+    "r1-moe-layer-cte-32k-tp64": Graph(R1_MOE_LAYER, CTE, tp=64, seq_len=32768, dtype=torch.bfloat16),
 }
 # Prefill graphs longer than one key block: no intermediate may be an [S, S] (score or mask) array.
-LONG_PREFILLS = ("tiny-cte-4k-tp2", "r1-one-layer-cte-32k-tp64")
+LONG_PREFILLS = ("tiny-cte-4k-tp2", "r1-one-layer-cte-32k-tp64", "r1-moe-layer-cte-32k-tp64")
 
 
 def model_config(name: str) -> Any:
@@ -53,7 +55,11 @@ def model_config(name: str) -> Any:
 
     from dsv3_config import preset
 
-    return preset("deepseek-r1").replace(num_hidden_layers=1) if name == R1_ONE_LAYER else harness.model_config(name)
+    if name == R1_ONE_LAYER:
+        return preset("deepseek-r1").replace(num_hidden_layers=1)
+    if name == R1_MOE_LAYER:
+        return preset("deepseek-r1").replace(num_hidden_layers=1, first_k_dense_replace=0)
+    return harness.model_config(name)
 
 
 def build_app(graph: Graph) -> Any:

@@ -80,7 +80,8 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
     def _context_visibility(self, attention_mask: torch.Tensor, batch: int, seq: int) -> KeyVisibility:
         """NxDI's CTE mask, factored: key j visible to query i iff j <= i (token indices), and with left
         padding iff the mask's last row (which sees every earlier key) shows j."""
-        index_BS = torch.arange(seq, device=attention_mask.device).expand(batch, seq)
+        # int32 as NxDI's position ids: the per-block compare broadcasts them to [B, S, block]
+        index_BS = torch.arange(seq, dtype=torch.int32, device=attention_mask.device).expand(batch, seq)
         key_valid_BS = None if self.padding_side == "right" else attention_mask[:, 0, -1].to(torch.bool)
         return KeyVisibility(index_BS, index_BS, key_valid_BS)
 
