@@ -132,3 +132,16 @@ def test_counters_see_a_host_sync_and_a_fallback() -> None:
     traced = hlo_trace.trace_forward("control", _SyncsAndFallsBack(), [torch.tensor([1.0, 1.0, -2.0])])
     assert traced.host_syncs >= 1
     assert "aten::unique_consecutive" in traced.fallbacks
+
+
+@pytest.mark.parametrize("name", LONG_PREFILLS)
+def test_planner_prefill_array_is_the_traced_graphs_largest(name: str) -> None:
+    """`dsv3 plan`'s prefill scratch (dsv3 layout) charges, per token, exactly the largest array the traced
+    context-encoding graph computes (`dsv3_model.plan.scratch.prefill_array_bytes_per_token`)."""
+    from dsv3_config import DeploymentConfig
+    from dsv3_model.plan.scratch import prefill_array_bytes_per_token
+
+    graph, traced = GRAPHS[name], traced_graph(name)
+    dep = DeploymentConfig(tp=graph.tp, seq_len=graph.seq_len, batch_size=graph.batch)  # tiny's 4K: past its limit
+    per_token = prefill_array_bytes_per_token(model_config(graph.config), dep, activation_bytes=graph.dtype.itemsize)
+    assert traced.largest_intermediate().nbytes == per_token * graph.batch * graph.seq_len
