@@ -42,7 +42,7 @@ COMPARED_WITH_TRANSFORMERS = ("bench_mla", "bench_moe", "bench_model")
 # `config` and `plan` run without torch (asserted in `unit`).
 PACKAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "config": ((), ("pytest", "hypothesis")),
-    "blocks": ((), ("pytest", "transformers", "testing")),
+    "blocks": ((), ("pytest", "transformers")),
     "rope": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
     "mla": (("config", "rope", "blocks"), ("pytest", "hypothesis", "transformers", "testing")),
     "moe": (("config", "blocks"), ("pytest", "hypothesis", "transformers", "testing")),
