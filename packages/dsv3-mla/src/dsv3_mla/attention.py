@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from dsv3_blocks import LinearFactory, RMSNorm, default_linear_factory
 from dsv3_config import ModelConfig
 from dsv3_mla.attention_blocked import KEY_BLOCK, KeyVisibility, Visibility
 from dsv3_mla.attention_math import (
@@ -31,8 +32,6 @@ from dsv3_mla.attention_math import (
     expanded_attention,
 )
 from dsv3_mla.cache import LatentCache
-from dsv3_mla.linear import LinearFactory, default_linear_factory
-from dsv3_mla.norm import RMSNorm
 from dsv3_rope import RotaryEmbedding, apply_rotary
 
 # transformers' DeepseekV3Attention builds q_a_layernorm / kv_a_layernorm with the class default 1e-6

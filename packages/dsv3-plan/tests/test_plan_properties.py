@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsv3_config import preset
-from dsv3_model.plan import contrib_layout, deployment, device, dsv3_layout, make_plan
+from dsv3_plan import contrib_layout, deployment, device, dsv3_layout, make_plan
 
 # tp values dividing heads, intermediate sizes and vocab of the configs below (V3: 128 heads, vocab 129280)
 CASES = st.sampled_from([("deepseek-v3", 128), ("kimi-k2", 64), ("medium", 16)])

@@ -34,7 +34,7 @@ copy is the contrib calibration's.
 from __future__ import annotations
 
 from dsv3_config import DeploymentConfig, ModelConfig
-from dsv3_model.plan.layouts import Layout
+from dsv3_plan.layouts import Layout
 
 K_SCRATCH = 1.0
 ACTIVATION_BYTES = 2  # BF16
