@@ -137,9 +137,9 @@ def test_counters_see_a_host_sync_and_a_fallback() -> None:
 @pytest.mark.parametrize("name", LONG_PREFILLS)
 def test_planner_prefill_array_is_the_traced_graphs_largest(name: str) -> None:
     """`dsv3 plan`'s prefill scratch (dsv3 layout) charges, per token, exactly the largest array the traced
-    context-encoding graph computes (`dsv3_model.plan.scratch.prefill_array_bytes_per_token`)."""
+    context-encoding graph computes (`dsv3_plan.scratch.prefill_array_bytes_per_token`)."""
     from dsv3_config import DeploymentConfig
-    from dsv3_model.plan.scratch import prefill_array_bytes_per_token
+    from dsv3_plan.scratch import prefill_array_bytes_per_token
 
     graph, traced = GRAPHS[name], traced_graph(name)
     dep = DeploymentConfig(tp=graph.tp, seq_len=graph.seq_len, batch_size=graph.batch)  # tiny's 4K: past its limit

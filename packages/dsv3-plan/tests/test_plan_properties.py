@@ -56,10 +56,3 @@ def test_doubling_tp_halves_sharded_families_only(case, layout, exponent):
     assert large.kv_cache_bytes == small.kv_cache_bytes
     assert large.scratch_bytes <= small.scratch_bytes
 
-
-def test_planner_key_block_is_the_attention_key_block():
-    """The planner's scratch model charges the score block of the prefill attention dsv3-mla runs."""
-    from dsv3_mla import KEY_BLOCK
-    from dsv3_model.plan.scratch import PREFILL_KEY_BLOCK
-
-    assert PREFILL_KEY_BLOCK == KEY_BLOCK
