@@ -54,7 +54,12 @@ class Dsv3DecoderLayer(nn.Module):
         super().__init__()
         dtype = config.neuron_config.torch_dtype
         self.is_moe = cfg.layer_kind(layer_idx) == LayerKind.MOE
-        self.self_attn = NeuronLatentAttention(cfg, tp_degree=config.neuron_config.tp_degree, dtype=dtype)
+        self.self_attn = NeuronLatentAttention(
+            cfg,
+            tp_degree=config.neuron_config.tp_degree,
+            dtype=dtype,
+            padding_side=config.neuron_config.padding_side,
+        )
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = build_moe(config, cfg) if self.is_moe else dense_mlp(cfg, dtype)
