@@ -3,7 +3,8 @@
 
 Contract: docs/nxdi-contract.md sections 4 and 7. Embedding split across the hidden dim, `lm_head`
 column-parallel and padded (`gather_output` unless sampling on device, which gathers itself), the
-latent KV manager installed in `init_inference_optimization`.
+latent KV manager installed in `init_inference_optimization`, and the bucket attributes NxDI sets when
+tracing set from each call's shapes (`bucket_shapes.py`), so CPU mode runs every bucket.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from neuronx_distributed_inference.modules.generation.sampling import create_sam
 from torch import nn
 
 from dsv3_mla import RMSNorm
+from dsv3_model.neuron.bucket_shapes import bucket_attributes
 from dsv3_model.neuron.config import Dsv3InferenceConfig
 from dsv3_model.neuron.kv_cache import LatentKVCacheManager
 from dsv3_model.neuron.layers import Dsv3DecoderLayer
@@ -66,6 +68,21 @@ class NeuronDsv3Model(NeuronBaseModel):
         self.kv_mgr = LatentKVCacheManager(
             config, config.model_config(), num_kv_head=self.num_key_value_heads, global_rank=self.rank_util
         )
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        seq_ids: torch.Tensor,
+        sampling_params: torch.Tensor,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """NxDI's forward, after setting the bucket attributes these inputs imply (`bucket_shapes.py`)."""
+        for name, value in bucket_attributes(self.neuron_config, input_ids, attention_mask).items():
+            setattr(self, name, value)
+        return super().forward(input_ids, attention_mask, position_ids, seq_ids, sampling_params, *args, **kwargs)
 
 
 class NeuronDsv3ForCausalLM(NeuronBaseForCausalLM):
