@@ -56,7 +56,9 @@ class Dsv3NeuronConfig(MoENeuronConfig):
         chunked = _chunked_prefill_requested(kwargs)
         if chunked:
             if not kwargs.get("is_block_kv_layout"):
-                raise ConfigError("Dsv3NeuronConfig: chunked prefill needs is_block_kv_layout=True (its chunks live in blocks)")
+                raise ConfigError(
+                    "Dsv3NeuronConfig: chunked prefill needs is_block_kv_layout=True (its chunks live in blocks)"
+                )
             kwargs["is_prefix_caching"] = True
         super().__init__(router_config={"dtype": torch.float32}, disable_normalize_top_k_affinities=True, **kwargs)
         self.dsv3_chunked_prefill = chunked
