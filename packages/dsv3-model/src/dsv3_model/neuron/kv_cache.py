@@ -27,22 +27,29 @@ from neuronx_distributed_inference.modules.kvcache.kv_cache_manager import KVCac
 
 from dsv3_config import ModelConfig
 
+# NeuronConfig switches that change each layout's shapes or read it with kernels the latent halves do not fit.
+_CONTIGUOUS_UNSUPPORTED = (
+    "k_cache_transposed",
+    "kv_cache_tiling",
+    "flash_decoding_enabled",
+    "is_block_kv_layout",
+    "kv_cache_quant",
+)
+_BLOCK_LAYOUT_UNSUPPORTED = ("attn_block_tkg_nki_kernel_enabled", "attn_tkg_nki_kernel_enabled", "kv_cache_quant")
+
+
+def _refuse_layout_options(manager: str, neuron_config: Any, names: tuple[str, ...]) -> None:
+    enabled = [name for name in names if getattr(neuron_config, name)]
+    if enabled:
+        raise ValueError(f"{manager}: unsupported cache layout options {enabled}")
+
 
 class LatentKVCacheManager(KVCacheManager):
     """K buffers `[B, 1, T, c]`, V buffers `[B, 1, T, r]`."""
 
     def __init__(self, config: Any, model_config: ModelConfig, **kwargs: Any) -> None:
         self._latent_widths = (model_config.kv_lora_rank, model_config.qk_rope_head_dim)
-        neuron_config = config.neuron_config
-        unsupported = {
-            name: getattr(neuron_config, name)
-            for name in ("k_cache_transposed", "kv_cache_tiling", "flash_decoding_enabled", "is_block_kv_layout")
-            if getattr(neuron_config, name)
-        }
-        if unsupported or neuron_config.kv_cache_quant:
-            raise ValueError(
-                f"LatentKVCacheManager: unsupported cache layout options {unsupported or 'kv_cache_quant'}"
-            )
+        _refuse_layout_options("LatentKVCacheManager", config.neuron_config, _CONTIGUOUS_UNSUPPORTED)
         super().__init__(config, **kwargs)
 
     def _init_kv_shape(self, config: Any, layer_to_cache_size_mapping: list[int] | None = None) -> None:
@@ -61,10 +68,6 @@ class LatentKVCacheManager(KVCacheManager):
         return k_BHTc.shape[1] * k_BHTc.shape[3] + v_BHTr.shape[1] * v_BHTr.shape[3]
 
 
-# NeuronConfig switches that change the block layout or read it with kernels the latent halves do not fit.
-_BLOCK_LAYOUT_UNSUPPORTED = ("attn_block_tkg_nki_kernel_enabled", "attn_tkg_nki_kernel_enabled", "kv_cache_quant")
-
-
 class LatentBlockKVCacheManager(BlockKVCacheManager):
     """K blocks `[N + 1, b, 1, c]`, V blocks `[N + 1, b, 1, r]`: the latent once, in vLLM's paged layout.
 
@@ -77,12 +80,9 @@ class LatentBlockKVCacheManager(BlockKVCacheManager):
 
     def __init__(self, config: Any, model_config: ModelConfig, **kwargs: Any) -> None:
         self._latent_widths = (model_config.kv_lora_rank, model_config.qk_rope_head_dim)
-        neuron_config = config.neuron_config
-        enabled = [name for name in _BLOCK_LAYOUT_UNSUPPORTED if getattr(neuron_config, name)]
-        if enabled or not neuron_config.is_prefix_caching:
-            raise ValueError(
-                f"LatentBlockKVCacheManager: needs is_prefix_caching and none of {enabled or _BLOCK_LAYOUT_UNSUPPORTED}"
-            )
+        if not config.neuron_config.is_prefix_caching:
+            raise ValueError("LatentBlockKVCacheManager: the block cache is read and written under is_prefix_caching")
+        _refuse_layout_options("LatentBlockKVCacheManager", config.neuron_config, _BLOCK_LAYOUT_UNSUPPORTED)
         super().__init__(config, **kwargs)
 
     def _init_kv_shape(self, config: Any, layer_to_cache_size_mapping: list[int] | None = None) -> None:
