@@ -11,7 +11,7 @@ import harness
 import pytest
 import torch
 
-# vllm-neuron `worker/neuronx_distributed_model_loader.py:775-780` (a5ef7c8), prefix caching on.
+# vllm-neuron `worker/neuronx_distributed_model_loader.py:775-782` (a5ef7c8), prefix caching on.
 PLUGIN_BLOCK_OPTIONS = {"is_block_kv_layout": True, "is_prefix_caching": True, "pa_block_size": 16, "pa_num_blocks": 64}
 
 
