@@ -65,8 +65,8 @@ class Dsv3NeuronConfig(MoENeuronConfig):
 
 
 def _chunked_prefill_requested(kwargs: dict[str, Any]) -> bool:
-    """Whether `kwargs` ask for chunked prefill (NxDI's `chunked_prefill_config`, or `is_chunked_prefill` as a
-    saved config and the plugin's overrides name it); pops the three keys.
+    """Whether `kwargs` ask for chunked prefill: NxDI's `chunked_prefill_config`, `is_chunked_prefill=True` (the
+    attribute NxDI derives from it), or the `dsv3_chunked_prefill` a saved config carries; pops the three keys.
 
     NxDI's application class raises for `is_chunked_prefill` (`models/model_base.py:3054-3055`): its own
     form packs several requests into one row for NKI kernels. dsv3 prefills a chunk as what it is, a
