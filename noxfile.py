@@ -2,7 +2,7 @@
 docs/environment.md: nox's default pip backend costs ~16 min for the six package suites).
 
 - `unit-<pkg>`: each package's CPU suite in its own venv holding only that package, its declared
-  in-repo dependencies and test tools, so an undeclared import fails.
+  in-repo dependencies and test tools, so an undeclared import fails (`config` and `plan`: no torch).
 - `integration`: the reuse test (a different model built from dsv3-mla and dsv3-moe alone).
 - `lint`: ruff, import-linter contracts, mypy.
 - `demo`: the README's main job on the embedded tiny preset.
@@ -41,14 +41,21 @@ nox.options.reuse_existing_virtualenvs = True
 COMPARED_WITH_TRANSFORMERS = ("bench_mla", "bench_moe", "bench_model")
 
 # Each package, its in-repo dependencies (as declared in its pyproject), and what its tests need.
+# `config` and `plan` run without torch (asserted in `unit`).
 PACKAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "config": ((), ("pytest", "hypothesis")),
+    "blocks": ((), ("pytest", "transformers")),
     "rope": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
-    "mla": (("config", "rope"), ("pytest", "hypothesis", "transformers", "testing")),
-    "moe": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
-    "weights": (("config",), ("pytest", "hypothesis", "transformers", "testing")),
-    "model": (("config", "rope", "mla", "moe", "weights"), ("pytest", "hypothesis", "transformers", "testing")),
+    "mla": (("config", "rope", "blocks"), ("pytest", "hypothesis", "transformers", "testing")),
+    "moe": (("config", "blocks"), ("pytest", "hypothesis", "transformers", "testing")),
+    "weights": (("config",), ("pytest", "hypothesis", "safetensors", "transformers", "testing")),
+    "plan": (("config",), ("pytest", "hypothesis")),
+    "model": (
+        ("config", "blocks", "rope", "mla", "moe", "weights", "plan"),
+        ("pytest", "hypothesis", "safetensors", "transformers", "testing"),
+    ),
 }
+TORCH_FREE = ("config", "plan")
 
 
 def _uv_env() -> dict[str, str]:
@@ -88,7 +95,7 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 def unit(session: nox.Session, package: str) -> None:
     in_repo, test_requirements = PACKAGES[package]
     _install(session, package, *in_repo, *test_requirements)
-    if package == "config":
+    if package in TORCH_FREE:
         session.run(
             "python", "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
         )
@@ -98,7 +105,7 @@ def unit(session: nox.Session, package: str) -> None:
 @nox.session(python="3.11")
 def integration(session: nox.Session) -> None:
     """A different model built from dsv3-mla and dsv3-moe alone: dsv3-model is not installed."""
-    _install(session, "config", "rope", "mla", "moe", "testing", "transformers", "pytest")
+    _install(session, "config", "blocks", "rope", "mla", "moe", "testing", "transformers", "pytest")
     _pytest(session, "integration/reuse")
 
 

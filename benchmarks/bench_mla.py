@@ -24,9 +24,9 @@ import torch
 import transformers
 from _common import interleaved_medians, measured_read_bandwidth, median_seconds, record, write_records
 
+from dsv3_blocks import default_linear_factory
 from dsv3_config import ModelConfig, preset
 from dsv3_mla import LatentCache, MultiHeadLatentAttention
-from dsv3_moe import default_linear_factory
 from dsv3_testing.hf_attention import HfAttentionRunner, hf_attention
 
 BENCH = "mla"

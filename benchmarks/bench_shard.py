@@ -48,7 +48,7 @@ RSS_BAR = 1.5 * 1024**3
 def job_dsv3_shard(src: Path, dst: Path) -> None:
     import torch
 
-    from dsv3_model.neuron.per_rank_files import write_per_rank_files
+    from dsv3_model.nxdi_checkpoint.per_rank_files import write_per_rank_files
 
     write_per_rank_files(src, dst, tp_degree=TP, dtype=torch.bfloat16)
 
@@ -57,9 +57,9 @@ def job_nxdi_in_memory(src: Path, dst: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from dsv3_model.neuron.per_rank_files import WEIGHTS_DIR, rank_file_name
-    from dsv3_model.neuron.shard_plan import NxdiRanks, nxdi_shard_plan
-    from dsv3_model.neuron.state_dict import convert_state_dict
+    from dsv3_model.nxdi_checkpoint.per_rank_files import WEIGHTS_DIR, rank_file_name
+    from dsv3_model.nxdi_checkpoint.shard_plan import NxdiRanks, nxdi_shard_plan
+    from dsv3_model.nxdi_checkpoint.state_dict import convert_state_dict
     from dsv3_weights import CheckpointReader
     from dsv3_weights.sharding import shard_tensor
 

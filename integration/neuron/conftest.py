@@ -27,6 +27,7 @@ def _add_sources() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "neuron_device: needs a Neuron host (nox -s neuron_integration)")
+    config.addinivalue_line("markers", "slow: large or slow cases; CI runs them once")
     _add_sources()
     if importlib.util.find_spec("neuronx_distributed_inference") is not None:
         import neuron_stand_ins

@@ -52,6 +52,12 @@ def prompt(cfg: ModelConfig, batch: int = 1, *, seed: int = 1) -> torch.Tensor:
     return torch.randint(2, cfg.vocab_size, (batch, PROMPT_LEN), generator=generator)
 
 
+def long_prompt(cfg: ModelConfig, length: int, *, seed: int = 5) -> torch.Tensor:
+    """A seeded random prompt [1, length] avoiding the special ids 0 and 1 (long-prefill runs)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(2, cfg.vocab_size, (1, length), generator=generator)
+
+
 def init_cpu_parallel_state() -> None:
     """World size 1, gloo, as `NeuronApplicationBase.to_cpu()` sets it up (NxDI `application_base.py:578-596`),
     for tests that build NxD modules without a model; idempotent and compatible with later `to_cpu()` calls."""

@@ -36,7 +36,7 @@ import neuron_stand_ins
 def load_rank_file(model: Any, rank_files: Path, rank: int) -> None:
     from safetensors.torch import load_file
 
-    from dsv3_model.neuron.per_rank_files import rank_file_name
+    from dsv3_model.nxdi_checkpoint.per_rank_files import rank_file_name
 
     module = model.context_encoding_model.model  # one module shared by every submodel in CPU mode
     with torch.no_grad():

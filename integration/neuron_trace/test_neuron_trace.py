@@ -18,9 +18,14 @@ import torch
 CTE, TKG = "context_encoding_model", "token_generation_model"
 
 
+# DeepSeek-R1's shapes, one layer: its first (dense) layer, or one MoE layer (256 experts, top 8); at tp=64,
+# 2 heads per rank.
+R1_ONE_LAYER, R1_MOE_LAYER = "r1-one-layer", "r1-moe-layer"
+
+
 @dataclass(frozen=True)
 class Graph:
-    config: str  # a `harness.model_config` name
+    config: str  # a `harness.model_config` name or R1_ONE_LAYER
     tag: str
     tp: int = 1
     seq_len: int = 64
@@ -56,13 +61,28 @@ GRAPHS: dict[str, Graph] = {
     "tiny-cte-prefix-cached-tp2": Graph("tiny", CTE, tp=2, bucket_rank=1, neuron=BLOCK_KV),
     "tiny-cte-chunked-prefill-tp2": Graph("tiny", CTE, tp=2, bucket_rank=3, neuron=CHUNKED_PREFILL),
     "tiny-tkg-block-kv-tp2": Graph("tiny", TKG, tp=2, neuron=BLOCK_KV),
+    "tiny-cte-4k-tp2": Graph("tiny", CTE, tp=2, seq_len=4096),
+    "r1-one-layer-cte-32k-tp64": Graph(R1_ONE_LAYER, CTE, tp=64, seq_len=32768, dtype=torch.bfloat16),
+    "r1-moe-layer-cte-32k-tp64": Graph(R1_MOE_LAYER, CTE, tp=64, seq_len=32768, dtype=torch.bfloat16),
 }
+# Prefill graphs longer than one key block: no intermediate may be an [S, S] (score or mask) array.
+LONG_PREFILLS = ("tiny-cte-4k-tp2", "r1-one-layer-cte-32k-tp64", "r1-moe-layer-cte-32k-tp64")
+
+
+def model_config(name: str) -> Any:
+    import harness
+
+    from dsv3_config import preset
+
+    if name == R1_ONE_LAYER:
+        return preset("deepseek-r1").replace(num_hidden_layers=1)
+    if name == R1_MOE_LAYER:
+        return preset("deepseek-r1").replace(num_hidden_layers=1, first_k_dense_replace=0)
+    return harness.model_config(name)
 
 
 def build_app(graph: Graph) -> Any:
     """The application object as users build it (not `to_cpu()`: the builder constructs the traced modules)."""
-    import harness
-
     from dsv3_model.neuron import Dsv3InferenceConfig, Dsv3NeuronConfig, NeuronDsv3ForCausalLM
 
     neuron_config = Dsv3NeuronConfig(
@@ -73,19 +93,29 @@ def build_app(graph: Graph) -> Any:
         torch_dtype=graph.dtype,
         **graph.neuron,
     )
-    config = Dsv3InferenceConfig.from_model_config(harness.model_config(graph.config), neuron_config)
+    config = Dsv3InferenceConfig.from_model_config(model_config(graph.config), neuron_config)
     return NeuronDsv3ForCausalLM("unused-no-weights-are-loaded", config)
+
+
+_TRACED: dict[str, Any] = {}
+
+
+def traced_graph(name: str) -> Any:
+    """`hlo_trace.GraphTrace` of `GRAPHS[name]`, traced once per session (and kept under DSV3_TRACE_DUMP)."""
+    import hlo_trace
+
+    if name not in _TRACED:
+        graph = GRAPHS[name]
+        _TRACED[name] = hlo_trace.trace_submodel(build_app(graph), graph.tag, graph.bucket_rank)
+        if os.environ.get("DSV3_TRACE_DUMP"):
+            Path(os.environ["DSV3_TRACE_DUMP"]).mkdir(parents=True, exist_ok=True)
+            (Path(os.environ["DSV3_TRACE_DUMP"]) / f"{name}.hlo.txt").write_text(_TRACED[name].hlo)
+    return _TRACED[name]
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_graph_traces_to_hlo_without_host_sync_or_fallback(name: str) -> None:
-    import hlo_trace
-
-    graph = GRAPHS[name]
-    traced = hlo_trace.trace_submodel(build_app(graph), graph.tag, graph.bucket_rank)
-    if os.environ.get("DSV3_TRACE_DUMP"):  # keep the HLO text to read
-        Path(os.environ["DSV3_TRACE_DUMP"]).mkdir(parents=True, exist_ok=True)
-        (Path(os.environ["DSV3_TRACE_DUMP"]) / f"{name}.hlo.txt").write_text(traced.hlo)
+    graph, traced = GRAPHS[name], traced_graph(name)
     assert "ENTRY" in traced.hlo
     assert traced.count("dot") > 0, "nothing was lowered"
     assert traced.host_syncs == 0, f"{traced.host_syncs} host syncs inside the {graph.tag} forward"
@@ -93,6 +123,17 @@ def test_graph_traces_to_hlo_without_host_sync_or_fallback(name: str) -> None:
     if graph.tp > 1:
         assert traced.count("all-reduce") > 0, "a tp > 1 graph without an all-reduce is not sharded"
     print(f"{name}: largest intermediate {traced.largest_intermediate()}")
+
+
+@pytest.mark.parametrize("name", LONG_PREFILLS)
+def test_long_prefill_holds_no_square_array(name: str) -> None:
+    """Context encoding beyond one key block runs blocked: the largest array is linear in S, no [S, S]."""
+    seq, traced = GRAPHS[name].seq_len, traced_graph(name)
+    square = [tensor for tensor in traced.intermediates() if tensor.shape.count(seq) >= 2]
+    assert not square, f"[S, S] arrays in the graph: {[str(tensor) for tensor in square[:3]]}"
+    largest = traced.largest_intermediate()
+    assert seq in largest.shape  # the test sees the prompt-sized arrays at all
+    print(f"{name}: largest intermediate {largest}")
 
 
 class _SyncsAndFallsBack(torch.nn.Module):
@@ -110,3 +151,16 @@ def test_counters_see_a_host_sync_and_a_fallback() -> None:
     traced = hlo_trace.trace_forward("control", _SyncsAndFallsBack(), [torch.tensor([1.0, 1.0, -2.0])])
     assert traced.host_syncs >= 1
     assert "aten::unique_consecutive" in traced.fallbacks
+
+
+@pytest.mark.parametrize("name", LONG_PREFILLS)
+def test_planner_prefill_array_is_the_traced_graphs_largest(name: str) -> None:
+    """`dsv3 plan`'s prefill scratch (dsv3 layout) charges, per token, exactly the largest array the traced
+    context-encoding graph computes (`dsv3_plan.scratch.prefill_array_bytes_per_token`)."""
+    from dsv3_config import DeploymentConfig
+    from dsv3_plan.scratch import prefill_array_bytes_per_token
+
+    graph, traced = GRAPHS[name], traced_graph(name)
+    dep = DeploymentConfig(tp=graph.tp, seq_len=graph.seq_len, batch_size=graph.batch)  # tiny's 4K: past its limit
+    per_token = prefill_array_bytes_per_token(model_config(graph.config), dep, activation_bytes=graph.dtype.itemsize)
+    assert traced.largest_intermediate().nbytes == per_token * graph.batch * graph.seq_len

@@ -11,8 +11,9 @@ import torch
 import torch._dynamo
 from torch import nn
 
+from dsv3_blocks import RMSNorm
 from dsv3_config import ModelConfig, preset
-from dsv3_mla import LatentCache, MultiHeadLatentAttention, RMSNorm, choose_path
+from dsv3_mla import LatentCache, MultiHeadLatentAttention, choose_path
 from dsv3_moe import DeepseekMoE, GroupedExperts, GroupLimitedRouter, SwiGLUMLP
 
 TOL = 1e-5

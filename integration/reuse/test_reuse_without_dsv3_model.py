@@ -16,8 +16,9 @@ import pytest
 import torch
 from torch import nn
 
+from dsv3_blocks import RMSNorm
 from dsv3_config import ModelConfig, preset
-from dsv3_mla import LatentCache, MultiHeadLatentAttention, RMSNorm
+from dsv3_mla import LatentCache, MultiHeadLatentAttention
 from dsv3_moe import DeepseekMoE, GroupedExperts, GroupLimitedRouter, SwiGLUMLP, load_hf_moe_state_dict
 
 TOL = 1e-5

@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 
 from dsv3_config import ModelConfig, preset
 from dsv3_model.cli.main import main
-from dsv3_model.neuron import per_rank_files
-from dsv3_model.neuron.shard_plan import nxdi_shard_plan
-from dsv3_model.neuron.state_dict import EXPERTS, convert_state_dict, expected_keys
+from dsv3_model.nxdi_checkpoint import per_rank_files
+from dsv3_model.nxdi_checkpoint.shard_plan import nxdi_shard_plan
+from dsv3_model.nxdi_checkpoint.state_dict import EXPERTS, convert_state_dict, expected_keys
 from dsv3_weights import CheckpointReader, dequantize_fp8_blocks, make_checkpoint
 
 TP = 2

@@ -18,12 +18,12 @@ import pytest
 
 from dsv3_config import preset
 from dsv3_model.cli.main import main
-from dsv3_model.neuron.per_rank_files import MANIFEST_NAME, WEIGHTS_DIR, write_per_rank_files
+from dsv3_model.nxdi_checkpoint.per_rank_files import MANIFEST_NAME, WEIGHTS_DIR, write_per_rank_files
 from dsv3_weights import make_checkpoint
 
 # A shard run slowed down (1 KiB row blocks) so that it can be paused mid-run.
 SLOW_CHILD = (
-    "import sys; from dsv3_model.neuron import per_rank_files as p; p.CHUNK_BYTES = 1024; "
+    "import sys; from dsv3_model.nxdi_checkpoint import per_rank_files as p; p.CHUNK_BYTES = 1024; "
     "p.write_per_rank_files(sys.argv[1], sys.argv[2], tp_degree=2)"
 )
 

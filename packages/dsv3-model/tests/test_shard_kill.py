@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from dsv3_config import preset
-from dsv3_model.neuron.per_rank_files import MANIFEST_NAME, WEIGHTS_DIR, rank_file_name, write_per_rank_files
+from dsv3_model.nxdi_checkpoint.per_rank_files import MANIFEST_NAME, WEIGHTS_DIR, rank_file_name, write_per_rank_files
 from dsv3_weights import make_checkpoint
 from dsv3_weights.safetensors_io import read_header
 from dsv3_weights.writer import crc32_file

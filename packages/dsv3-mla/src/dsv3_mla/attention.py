@@ -22,17 +22,16 @@ from typing import Literal
 import torch
 from torch import nn
 
+from dsv3_blocks import LinearFactory, RMSNorm, default_linear_factory
 from dsv3_config import ModelConfig
+from dsv3_mla.attention_blocked import KEY_BLOCK, KeyVisibility, Visibility
 from dsv3_mla.attention_math import (
     AttentionPath,
     absorbed_attention,
     choose_path,
     expanded_attention,
-    visibility_mask,
 )
 from dsv3_mla.cache import LatentCache
-from dsv3_mla.linear import LinearFactory, default_linear_factory
-from dsv3_mla.norm import RMSNorm
 from dsv3_rope import RotaryEmbedding, apply_rotary
 
 # transformers' DeepseekV3Attention builds q_a_layernorm / kv_a_layernorm with the class default 1e-6
@@ -94,6 +93,7 @@ class MultiHeadLatentAttention(nn.Module):
         if path not in ("auto", "absorbed", "expanded"):
             raise ValueError(f"path must be 'auto', 'absorbed' or 'expanded', got {path!r}")
         q_nope_BSHn, q_pe_BSHr, kv_BSC = self.project(hidden_BSD, position_ids_BS)
+        visible_BST: Visibility
         if cache is None:
             visible_BST, kv_BTC = self_visibility(position_ids_BS, seq_lengths_B), kv_BSC
         else:
@@ -126,21 +126,24 @@ class MultiHeadLatentAttention(nn.Module):
         q_nope_BSHn: torch.Tensor,
         q_pe_BSHr: torch.Tensor,
         kv_BTC: torch.Tensor,
-        visible_BST: torch.Tensor | None,
+        visible_BST: Visibility,
         path: AttentionPath,
+        key_block: int = KEY_BLOCK,
     ) -> torch.Tensor:
         """Step 2: `o_BSHv` over the latent view `kv_BTC` (any T slots: a whole cache buffer, a backend's
-        `[prior | new]` concatenation) and its mask (`visible_BST` None: every slot visible), in the
-        given form (`choose_path` picks one from the shapes)."""
+        `[prior | new]` concatenation) and its visibility (a `[B, S, T]` mask, a factored `KeyVisibility`,
+        or None: every slot visible), in the given form (`choose_path` picks one from the shapes). When
+        queries and keys both exceed `key_block`, the form runs over key blocks with a running max and sum
+        (`attention_blocked`): memory linear in S, and with a `KeyVisibility` no `[B, S, T]` mask either."""
         if path == "absorbed":
             return absorbed_attention(
-                q_nope_BSHn, q_pe_BSHr, kv_BTC, self.kv_b_weight_HXc(), visible_BST, self.softmax_scale
+                q_nope_BSHn, q_pe_BSHr, kv_BTC, self.kv_b_weight_HXc(), visible_BST, self.softmax_scale, key_block
             )
         c, n = self.cfg.kv_lora_rank, self.cfg.qk_nope_head_dim
         kv_BTHX = self.kv_b_proj(kv_BTC[..., :c]).unflatten(-1, (self.num_local_heads, n + self.cfg.v_head_dim))
         k_nope_BTHn, v_BTHv = kv_BTHX.split([n, self.cfg.v_head_dim], dim=-1)
         return expanded_attention(
-            q_nope_BSHn, q_pe_BSHr, k_nope_BTHn, kv_BTC[..., c:], v_BTHv, visible_BST, self.softmax_scale
+            q_nope_BSHn, q_pe_BSHr, k_nope_BTHn, kv_BTC[..., c:], v_BTHv, visible_BST, self.softmax_scale, key_block
         )
 
     def output(self, o_BSHv: torch.Tensor) -> torch.Tensor:
@@ -159,12 +162,12 @@ class MultiHeadLatentAttention(nn.Module):
         return weight.view(self.num_local_heads, -1, self.cfg.kv_lora_rank)
 
 
-def self_visibility(position_ids_BS: torch.Tensor, seq_lengths_B: torch.Tensor | None) -> torch.Tensor:
-    """[B, S, S] mask for attention within one call: causal by position, padding tokens (index >=
-    `seq_lengths_B`) hidden."""
+def self_visibility(position_ids_BS: torch.Tensor, seq_lengths_B: torch.Tensor | None) -> KeyVisibility:
+    """Visibility for attention within one call, factored (never an [S, S] tensor on the blocked path):
+    causal by position, padding tokens (index >= `seq_lengths_B`) hidden."""
     batch, seq = position_ids_BS.shape
     if seq_lengths_B is None:
         valid_BT = torch.ones(batch, seq, dtype=torch.bool, device=position_ids_BS.device)
     else:
         valid_BT = torch.arange(seq, device=position_ids_BS.device)[None, :] < seq_lengths_B[:, None]
-    return visibility_mask(position_ids_BS, position_ids_BS, valid_BT)
+    return KeyVisibility(position_ids_BS, position_ids_BS, valid_BT)

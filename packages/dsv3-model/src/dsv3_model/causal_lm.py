@@ -19,8 +19,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from dsv3_blocks import RMSNorm
 from dsv3_config import LayerKind, ModelConfig
-from dsv3_mla import LatentCache, MultiHeadLatentAttention, RMSNorm
+from dsv3_mla import LatentCache, MultiHeadLatentAttention
 from dsv3_model.decoder_layer import DecoderLayer, MultiTokenPredictionLayer
 from dsv3_moe import SwiGLUMLP, build_deepseek_moe
 

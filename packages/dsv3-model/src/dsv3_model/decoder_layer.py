@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dsv3_blocks import RMSNorm
 from dsv3_config import ModelConfig
-from dsv3_mla import LatentCache, RMSNorm
+from dsv3_mla import LatentCache
 
 
 class DecoderLayer(nn.Module):

@@ -1,9 +1,9 @@
 """Building a `DeepseekForCausalLM` from a checkpoint directory (BF16 or FP8) or from a preset.
 
 Streaming: the model is created on the meta device, its storage allocated once in the target dtype,
-and then filled tensor by tensor (expert by expert) from dsv3-weights' memory-mapped reader, FP8
-blocks dequantized one tensor at a time. Peak memory is the model's own size plus one source tensor,
-never a second copy of the checkpoint.
+and then filled tensor by tensor (expert by expert) from dsv3-weights' reader (`pread` into buffers it
+owns, not a memory map: see `dsv3_weights.safetensors_io`), FP8 blocks dequantized one tensor at a time.
+Peak memory is the model's own size plus one source tensor, never a second copy of the checkpoint.
 
 Validation is the one every command applies (`dsv3_weights.validate.check_source`: a missing or non-directory
 path, corrupt files, missing, unknown, mis-shaped or mis-typed tensors, bad scales, each a `CheckpointError`

@@ -2,29 +2,19 @@
 MLP of the first `first_k_dense_replace` layers and for the shared experts (width
 `moe_intermediate_size * n_shared_experts`).
 
-The three projections come from an injected `linear_factory`, the same convention as dsv3-mla's
-(`factory(name, in_features, out_features, bias)` with the *unsharded* shape): a backend passes
-column-parallel gate/up and a row-parallel down, or quantized layers, and the math stays here.
-dsv3-moe does not import dsv3-mla (they are peers), hence the protocol is restated below.
+The three projections come from an injected `linear_factory` (dsv3-blocks' `LinearFactory`, the
+convention dsv3-mla uses too: `factory(name, in_features, out_features, bias)` with the *unsharded*
+shape): a backend passes column-parallel gate/up and a row-parallel down, or quantized layers, and the
+math stays here.
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class LinearFactory(Protocol):
-    def __call__(self, name: str, in_features: int, out_features: int, bias: bool) -> nn.Module: ...
-
-
-def default_linear_factory(name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
-    """Plain, unsharded `nn.Linear` (single device), as dsv3-mla's: one reference path; a backend injects
-    its own layers (parallel, quantized, a CPU kernel) through the factory."""
-    return nn.Linear(in_features, out_features, bias=bias)
+from dsv3_blocks import LinearFactory, default_linear_factory
 
 
 class SwiGLUMLP(nn.Module):

@@ -1,6 +1,6 @@
 """`dsv3 shard SRC DST --tp N [--ep M]`: an HF checkpoint -> the per-rank files NxDI loads pre-sharded.
 
-Pure dsv3 code (no NxD/NxDI needed): `dsv3_model.neuron.per_rank_files.write_per_rank_files`, streaming,
+Pure dsv3 code (no NxD/NxDI needed): `dsv3_model.nxdi_checkpoint.per_rank_files.write_per_rank_files`, streaming,
 into `DST/weights/tp{rank}_sharded_checkpoint.safetensors`. `--tp`/`--ep` are checked while parsing and
 against each other before anything is read, and a layout the model's tensors cannot be cut into is a
 usage error naming them (exit 2); errors in the checkpoint reach `cli/main.py` (one line, exit 1). A
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _shard(args: argparse.Namespace) -> int:
     check_ep_divides_tp(args.tp, args.ep)
-    from dsv3_model.neuron.per_rank_files import write_per_rank_files
+    from dsv3_model.nxdi_checkpoint.per_rank_files import write_per_rank_files
     from dsv3_weights import OUT_DTYPES, CheckpointError
 
     try:

@@ -32,8 +32,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from dsv3_blocks import RMSNorm
 from dsv3_config import LayerKind, ModelConfig
-from dsv3_mla import RMSNorm
 from dsv3_model.causal_lm import DeepseekForCausalLM, build_attention, build_mlp
 from dsv3_model.decoder_layer import DecoderLayer
 from dsv3_model.golden.progress import NoProgress, RunProgress

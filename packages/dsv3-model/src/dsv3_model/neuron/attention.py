@@ -2,7 +2,10 @@
 tp (in CPU mode too), per-row RoPE positions, absorbed decode, the latent cached once.
 
 NxDI's decoder-layer contract (docs/nxdi-contract.md section 5): context encoding (CTE) passes no cache and
-a causal `[B, 1, S, S]` mask over token indices (which ignores right padding); token generation (TKG)
+a causal `[B, 1, S, S]` mask over token indices (which ignores right padding; with left padding it also
+hides the padding keys, NxDI `model_base.py:197-215`). CTE does not read that mask whole: it attends with
+a factored `KeyVisibility` (causal by token index; key validity from the mask's last row, only with left
+padding), so beyond one key block the blocked form runs and no `[S, S]` tensor is built. Token generation (TKG)
 passes the layer's cache `[k, v]` sliced to the bucket and a `[B, 1, 1, T]` mask of the valid prior
 slots, and writes this call's entries itself after the last layer, so the current token is *not* in
 the cache yet. The layer therefore attends over `[prior cache | this call's entries]` and returns the
@@ -24,7 +27,7 @@ from neuronx_distributed.parallel_layers.layers import ColumnParallelLinear, Row
 from torch import nn
 
 from dsv3_config import REPLICATED, ModelConfig, ShardPlan
-from dsv3_mla import LinearFactory, MultiHeadLatentAttention, choose_path, mla_shard_plan
+from dsv3_mla import KeyVisibility, LinearFactory, MultiHeadLatentAttention, choose_path, mla_shard_plan
 
 
 def nxd_linear_factory(plan: ShardPlan, dtype: torch.dtype) -> LinearFactory:
@@ -49,8 +52,9 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
     Its forward composes dsv3-mla's public steps (`project`, `attend`, `output`) around NxDI's cache:
     only the latent view and the mask are NxDI's."""
 
-    def __init__(self, cfg: ModelConfig, *, tp_degree: int, dtype: torch.dtype) -> None:
+    def __init__(self, cfg: ModelConfig, *, tp_degree: int, dtype: torch.dtype, padding_side: str = "right") -> None:
         super().__init__(cfg, linear_factory=nxd_linear_factory(mla_shard_plan(cfg), dtype), tp_size=tp_degree)
+        self.padding_side = padding_side  # NeuronConfig.padding_side: what NxDI's CTE mask encodes
 
     def forward(  # type: ignore[override]
         self,
@@ -62,8 +66,9 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
         """(o_proj output [B, S, D_model] reduced over tp, (c_kv [B, 1, S, c], k_pe [B, 1, S, r]) to cache)."""
         batch, seq, _ = hidden_BSD.shape
         q_nope_BSHn, q_pe_BSHr, new_BSC = self.project(hidden_BSD, position_ids_BS)
+        visible_BST: KeyVisibility | torch.Tensor
         if past_key_value is None:
-            kv_BTC, visible_BST = new_BSC, attention_mask[:, 0].to(torch.bool).expand(batch, seq, seq)
+            kv_BTC, visible_BST = new_BSC, self._context_visibility(attention_mask, batch, seq)
             path = choose_path(self.cfg, seq, seq)
         else:
             kv_BTC, visible_BST = self._with_prior(new_BSC, past_key_value, attention_mask)
@@ -71,6 +76,14 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
         out_BSD = self.output(self.attend(q_nope_BSHn, q_pe_BSHr, kv_BTC, visible_BST, path))
         c_kv_BSc, k_pe_BSr = new_BSC.split([self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim], dim=-1)
         return out_BSD, (c_kv_BSc[:, None], k_pe_BSr[:, None])
+
+    def _context_visibility(self, attention_mask: torch.Tensor, batch: int, seq: int) -> KeyVisibility:
+        """NxDI's CTE mask, factored: key j visible to query i iff j <= i (token indices), and with left
+        padding iff the mask's last row (which sees every earlier key) shows j."""
+        # int32 as NxDI's position ids: the per-block compare broadcasts them to [B, S, block]
+        index_BS = torch.arange(seq, dtype=torch.int32, device=attention_mask.device).expand(batch, seq)
+        key_valid_BS = None if self.padding_side == "right" else attention_mask[:, 0, -1].to(torch.bool)
+        return KeyVisibility(index_BS, index_BS, key_valid_BS)
 
     def _with_prior(
         self,

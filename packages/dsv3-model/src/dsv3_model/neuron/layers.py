@@ -1,6 +1,6 @@
-"""Decoder layers of the NxDI model: MLA, then a dense SwiGLU MLP (first `first_k_dense_replace`
-layers) or NxDI's MoE (`initialize_moe_module`: `ExpertMLPsV2` routed experts, `SharedExperts`) with
-the fp32 dsv3 router swapped in.
+"""Decoder layers of the NxDI model: MLA, then dsv3-moe's dense SwiGLU MLP with NxD parallel linears
+injected (first `first_k_dense_replace` layers) or NxDI's MoE (`initialize_moe_module`: `ExpertMLPsV2`
+routed experts, `SharedExperts`) with the fp32 dsv3 router swapped in.
 
 The layer follows NxDI's decoder-layer contract (docs/nxdi-contract.md section 5): it takes NxDI's
 keyword arguments (and ignores the ones it does not use), and returns `(hidden, (k, v), cos, sin,
@@ -16,34 +16,22 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from neuronx_distributed.parallel_layers.layers import ColumnParallelLinear, RowParallelLinear
 from neuronx_distributed_inference.modules.moe_v2 import initialize_moe_module
 from torch import nn
 
+from dsv3_blocks import RMSNorm
 from dsv3_config import LayerKind, ModelConfig
-from dsv3_mla import RMSNorm
-from dsv3_model.neuron.attention import NeuronLatentAttention
+from dsv3_model.neuron.attention import NeuronLatentAttention, nxd_linear_factory
 from dsv3_model.neuron.config import Dsv3InferenceConfig
 from dsv3_model.neuron.router import Dsv3Router
+from dsv3_moe import SwiGLUMLP, mlp_shard_plan
 
 
-class DenseMLP(nn.Module):
-    """SwiGLU MLP: gate/up column-parallel (no gather), down row-parallel (all-reduce)."""
-
-    def __init__(self, hidden_size: int, intermediate_size: int, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.gate_proj = ColumnParallelLinear(
-            hidden_size, intermediate_size, bias=False, gather_output=False, dtype=dtype
-        )
-        self.up_proj = ColumnParallelLinear(
-            hidden_size, intermediate_size, bias=False, gather_output=False, dtype=dtype
-        )
-        self.down_proj = RowParallelLinear(
-            intermediate_size, hidden_size, bias=False, input_is_parallel=True, dtype=dtype
-        )
-
-    def forward(self, x_BSD: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(nn.functional.silu(self.gate_proj(x_BSD)) * self.up_proj(x_BSD))
+def dense_mlp(cfg: ModelConfig, dtype: torch.dtype) -> nn.Module:
+    """dsv3-moe's `SwiGLUMLP` with NxD parallel linears placed by `mlp_shard_plan`: gate/up column-parallel
+    (no gather), down row-parallel (all-reduce)."""
+    factory = nxd_linear_factory(mlp_shard_plan(), dtype)
+    return SwiGLUMLP(cfg.hidden_size, cfg.intermediate_size, linear_factory=factory)
 
 
 def build_moe(config: Dsv3InferenceConfig, cfg: ModelConfig) -> nn.Module:
@@ -62,10 +50,15 @@ class Dsv3DecoderLayer(nn.Module):
         super().__init__()
         dtype = config.neuron_config.torch_dtype
         self.is_moe = cfg.layer_kind(layer_idx) == LayerKind.MOE
-        self.self_attn = NeuronLatentAttention(cfg, tp_degree=config.neuron_config.tp_degree, dtype=dtype)
+        self.self_attn = NeuronLatentAttention(
+            cfg,
+            tp_degree=config.neuron_config.tp_degree,
+            dtype=dtype,
+            padding_side=config.neuron_config.padding_side,
+        )
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = build_moe(config, cfg) if self.is_moe else DenseMLP(cfg.hidden_size, cfg.intermediate_size, dtype)
+        self.mlp = build_moe(config, cfg) if self.is_moe else dense_mlp(cfg, dtype)
 
     def forward(
         self,

@@ -18,12 +18,12 @@ from neuronx_distributed_inference.models.model_base import NeuronBaseForCausalL
 from neuronx_distributed_inference.modules.generation.sampling import create_sampler
 from torch import nn
 
-from dsv3_mla import RMSNorm
+from dsv3_blocks import RMSNorm
 from dsv3_model.neuron.bucket_shapes import bucket_attributes
 from dsv3_model.neuron.config import Dsv3InferenceConfig
 from dsv3_model.neuron.kv_cache import LatentBlockKVCacheManager, LatentKVCacheManager
 from dsv3_model.neuron.layers import Dsv3DecoderLayer
-from dsv3_model.neuron.state_dict import convert_hf_to_neuron_state_dict
+from dsv3_model.nxdi_checkpoint.state_dict import convert_hf_to_neuron_state_dict
 
 # The contrib port's flags (contrib/models/DeepSeek-V3/src/modeling_deepseek.py:367-375, :863-868);
 # NxDI's wrapper appends its own --internal-hlo2tensorizer-options, so that one is not repeated here.

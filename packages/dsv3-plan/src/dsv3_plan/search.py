@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from dsv3_config import DeploymentConfig, ModelConfig
-from dsv3_model.plan.devices import Device
-from dsv3_model.plan.layouts import Layout
-from dsv3_model.plan.plan import Plan, deployment, make_plan
+from dsv3_plan.devices import Device
+from dsv3_plan.layouts import Layout
+from dsv3_plan.plan import Plan, deployment, make_plan
 
 
 def _total(cfg: ModelConfig, dep: DeploymentConfig, layout: Layout, dev: Device, **change: int) -> int:

@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 
 from dsv3_config import ModelConfig
-from dsv3_model.neuron.shard_plan import NxdiRanks, nxdi_shard_plan
-from dsv3_model.neuron.state_dict import (
+from dsv3_model.nxdi_checkpoint.shard_plan import NxdiRanks, nxdi_shard_plan
+from dsv3_model.nxdi_checkpoint.state_dict import (
     SCALE_SUFFIX,
     Box,
     NeuronTensor,

@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dsv3_config import DeploymentConfig, LayerKind, ModelConfig
-from dsv3_model.plan.devices import Device
-from dsv3_model.plan.kv_cache import CACHE_BYTES_PER_VALUE, latent_cache_bytes
-from dsv3_model.plan.layouts import Layout
-from dsv3_model.plan.weights import FamilyWeights, routed_expert_on_rank
+from dsv3_plan.devices import Device
+from dsv3_plan.kv_cache import CACHE_BYTES_PER_VALUE, latent_cache_bytes
+from dsv3_plan.layouts import Layout
+from dsv3_plan.weights import FamilyWeights, routed_expert_on_rank
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ as decimal (read as GiB it would be 24.8e9, 6% above anything resident in the de
 from __future__ import annotations
 
 from dsv3_config import ModelConfig
-from dsv3_model.plan.devices import GiB, device
-from dsv3_model.plan.layouts import contrib_layout
-from dsv3_model.plan.plan import deployment, make_plan
-from dsv3_model.plan.scratch import scratch_bytes_per_token
+from dsv3_plan.devices import GiB, device
+from dsv3_plan.layouts import contrib_layout
+from dsv3_plan.plan import deployment, make_plan
+from dsv3_plan.scratch import scratch_bytes_per_token
 
 PUBLISHED_WEIGHT_FILE_BYTES = 21.4 * GiB
 PUBLISHED_TKG_MODEL_BYTES = 23.1e9

@@ -1,4 +1,4 @@
-"""`RMSNorm` with transformers' DeepSeek semantics, shared by MLA and the decoder layers.
+"""`RMSNorm` with transformers' DeepSeek semantics: MLA's latent norms, the decoder layers' and the final norm.
 
 The statistic is taken in fp32 and the normalized value is cast back to the input dtype *before*
 the weight multiplies it (docs/numerics.md section 5), so bf16 results match transformers bit for bit.

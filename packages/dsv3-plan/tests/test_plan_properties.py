@@ -1,5 +1,6 @@
 """Property tests: per-rank memory is affine in seq_len and linear (beyond weights) in batch; doubling tp
-halves exactly the sharded weight families and leaves replicated ones, the cache and the scratch alone."""
+halves exactly the sharded weight families and leaves replicated ones and the cache alone; the scratch does
+not grow (the dsv3 prefill's attention score block is per local head)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsv3_config import preset
-from dsv3_model.plan import contrib_layout, deployment, device, dsv3_layout, make_plan
+from dsv3_plan import contrib_layout, deployment, device, dsv3_layout, make_plan
 
 # tp values dividing heads, intermediate sizes and vocab of the configs below (V3: 128 heads, vocab 129280)
 CASES = st.sampled_from([("deepseek-v3", 128), ("kimi-k2", 64), ("medium", 16)])
@@ -53,4 +54,5 @@ def test_doubling_tp_halves_sharded_families_only(case, layout, exponent):
         else:
             assert 2 * after.bytes_per_rank == before.bytes_per_rank, before.name
     assert large.kv_cache_bytes == small.kv_cache_bytes
-    assert large.scratch_bytes == small.scratch_bytes
+    assert large.scratch_bytes <= small.scratch_bytes
+

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from dsv3_config import count_params, preset
-from dsv3_model.plan import deployment, device, dsv3_layout, make_plan
-from dsv3_model.plan.bandwidth import experts_touched
+from dsv3_plan import deployment, device, dsv3_layout, make_plan
+from dsv3_plan.bandwidth import experts_touched
 
 TOLERANCE = 0.05  # the bar for reproducing published figures
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from dsv3_config import REPLICATED, LayerKind, MeshCoordinate, ModelConfig, ShardPlan, Split, prefixed
 from dsv3_mla import mla_shard_plan
-from dsv3_model.neuron.state_dict import EXPERTS, LOCAL_EXPERTS_KEY, SPMD_RANK_KEYS
+from dsv3_model.nxdi_checkpoint.state_dict import EXPERTS, LOCAL_EXPERTS_KEY, SPMD_RANK_KEYS
 from dsv3_moe import mlp_shard_plan
 
 TP_VECTOR = (Split(dim=0, mesh_axis="tp"),)

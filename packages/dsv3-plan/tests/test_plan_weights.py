@@ -8,9 +8,9 @@ import pytest
 
 from dsv3_config import LayerKind, count_params, preset
 from dsv3_config.param_count import attention_linear_shapes, attention_params, swiglu_linear_shapes, swiglu_params
-from dsv3_model.plan import deployment, dsv3_layout, make_plan
-from dsv3_model.plan.devices import device
-from dsv3_model.plan.weights import matrix_on_rank
+from dsv3_plan import deployment, dsv3_layout, make_plan
+from dsv3_plan.devices import device
+from dsv3_plan.weights import matrix_on_rank
 
 PRESET_NAMES = ("tiny", "medium", "deepseek-v3", "deepseek-v2-lite", "kimi-k2", "moonlight")
 

@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dsv3_config import DeploymentConfig, ModelConfig
-from dsv3_model.plan.bandwidth import StepFloor, decode_floor, decode_reads, prefill_floor
-from dsv3_model.plan.devices import Device
-from dsv3_model.plan.kv_cache import latent_cache_bytes
-from dsv3_model.plan.layouts import Layout
-from dsv3_model.plan.scratch import K_SCRATCH, experts_materialized, scratch_bytes
-from dsv3_model.plan.weights import FamilyWeights, family_weights
+from dsv3_plan.bandwidth import StepFloor, decode_floor, decode_reads, prefill_floor
+from dsv3_plan.devices import Device
+from dsv3_plan.kv_cache import latent_cache_bytes
+from dsv3_plan.layouts import Layout
+from dsv3_plan.scratch import K_SCRATCH, experts_materialized, scratch_bytes
+from dsv3_plan.weights import FamilyWeights, family_weights
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Literal
 
 from dsv3_config import DeploymentConfig, LayerKind, ModelConfig
 from dsv3_config.param_count import attention_linear_shapes, swiglu_linear_shapes
-from dsv3_model.plan.layouts import Layout
+from dsv3_plan.layouts import Layout
 
 Format = Literal["bf16", "fp8", "fp32"]
 Shape = tuple[int, int]

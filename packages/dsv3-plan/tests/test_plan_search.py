@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dsv3_config import preset
-from dsv3_model.plan import (
+from dsv3_plan import (
     contrib_layout,
     deployment,
     device,
