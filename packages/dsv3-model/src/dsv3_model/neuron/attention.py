@@ -90,18 +90,22 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
         new_BSC: torch.Tensor,
         past_key_value: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, KeyVisibility]:
         """Keys `[prior cache | this call]` and what each query sees: valid prior slots, then causal among the new.
 
         The prior is the bucket's slice of the contiguous cache in token generation, or the blocks
         `active_block_table` names (block layout), in token generation and in a prefill over cached
         blocks (prefix caching, chunked prefill). `attention_mask` marks its valid slots: `[B, 1, 1, P]`
-        in token generation, `[B, P]` (NxDI passes the prefix mask unexpanded) in such a prefill."""
+        in token generation, `[B, P]` (NxDI passes the prefix mask unexpanded) in such a prefill.
+        Factored by slot index (query s at P + s, every prior slot before it), so a long chunk over a long
+        prefix runs blocked without a `[S, P + S]` mask."""
         c_kv_B1Pc, k_pe_B1Pr = past_key_value
         batch, seq, _ = new_BSC.shape
         prior_BPC = torch.cat([c_kv_B1Pc[:, 0], k_pe_B1Pr[:, 0]], dim=-1).to(new_BSC.dtype)
-        prior_valid_B1P = attention_mask.to(torch.bool).reshape(batch, 1, prior_BPC.shape[1])
-        prior_visible_BSP = prior_valid_B1P.expand(batch, seq, prior_BPC.shape[1])
-        causal_SS = torch.ones(seq, seq, dtype=torch.bool, device=new_BSC.device).tril()
-        visible_BST = torch.cat([prior_visible_BSP, causal_SS.expand(batch, seq, seq)], dim=-1)
-        return torch.cat([prior_BPC, new_BSC], dim=1), visible_BST
+        prior = prior_BPC.shape[1]
+        prior_valid_BP = attention_mask.to(torch.bool).reshape(batch, prior)
+        new_valid_BS = torch.ones(batch, seq, dtype=torch.bool, device=new_BSC.device)
+        # int32 as NxDI's position ids (the per-block compare broadcasts them to [B, S, block])
+        slot_BT = torch.arange(prior + seq, dtype=torch.int32, device=new_BSC.device).expand(batch, prior + seq)
+        visible = KeyVisibility(slot_BT[:, prior:], slot_BT, torch.cat([prior_valid_BP, new_valid_BS], dim=1))
+        return torch.cat([prior_BPC, new_BSC], dim=1), visible
