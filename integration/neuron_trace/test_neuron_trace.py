@@ -35,6 +35,21 @@ class Graph:
     neuron: dict[str, Any] = field(default_factory=dict)
 
 
+# The block KV cache as vLLM's plugin turns it on with prefix caching (blocks of 16), with context buckets for a
+# 16-token suffix and a 64-token prompt and one 48-token prefix bucket: CTE buckets [16, 0], [16, 48], [64, 0],
+# [64, 48] (ranks 0-3), token generation [1, 64]. Chunked prefill runs the same prefix-caching graphs.
+BLOCK_KV: dict[str, Any] = {
+    "is_block_kv_layout": True,
+    "is_prefix_caching": True,
+    "pa_block_size": 16,
+    "pa_num_blocks": 16,
+    "enable_bucketing": True,
+    "context_encoding_buckets": [16, 64],
+    "prefix_buckets": [48],
+    "token_generation_buckets": [64],
+}
+CHUNKED_PREFILL = {**{k: v for k, v in BLOCK_KV.items() if k != "is_prefix_caching"}, "chunked_prefill_config": {}}
+
 GRAPHS: dict[str, Graph] = {
     "tiny-cte-tp1": Graph("tiny", CTE),
     "tiny-tkg-tp1": Graph("tiny", TKG),
@@ -42,6 +57,10 @@ GRAPHS: dict[str, Graph] = {
     "tiny-tkg-tp2": Graph("tiny", TKG, tp=2),
     "v2-lite-like-cte-tp2-bs2": Graph("v2-lite-like", CTE, tp=2, batch=2),
     "v2-lite-like-tkg-tp2-bs2": Graph("v2-lite-like", TKG, tp=2, batch=2),
+    "tiny-cte-block-kv-tp2": Graph("tiny", CTE, tp=2, bucket_rank=2, neuron=BLOCK_KV),
+    "tiny-cte-prefix-cached-tp2": Graph("tiny", CTE, tp=2, bucket_rank=1, neuron=BLOCK_KV),
+    "tiny-cte-chunked-prefill-tp2": Graph("tiny", CTE, tp=2, bucket_rank=3, neuron=CHUNKED_PREFILL),
+    "tiny-tkg-block-kv-tp2": Graph("tiny", TKG, tp=2, neuron=BLOCK_KV),
     "tiny-cte-4k-tp2": Graph("tiny", CTE, tp=2, seq_len=4096),
     "r1-one-layer-cte-32k-tp64": Graph(R1_ONE_LAYER, CTE, tp=64, seq_len=32768, dtype=torch.bfloat16),
     "r1-moe-layer-cte-32k-tp64": Graph(R1_MOE_LAYER, CTE, tp=64, seq_len=32768, dtype=torch.bfloat16),
