@@ -52,3 +52,27 @@ def test_running_model_allocates_the_latent_width(tmp_path) -> None:  # type: ig
     for wrapper in (model.context_encoding_model, model.token_generation_model):
         kv_mgr = wrapper.model.kv_mgr
         assert _values_per_token_per_layer(kv_mgr, cfg.num_hidden_layers, 32) == cfg.latent_cache_width == 40
+
+
+def test_v3_block_layout_holds_576_values_per_token_slot_per_layer() -> None:
+    """vLLM's paged layout with prefix caching on: blocks of 16 slots, plus NxDI's reserved padding block."""
+    from dsv3_model.neuron import Dsv3InferenceConfig, Dsv3NeuronConfig, LatentBlockKVCacheManager
+
+    neuron_config = Dsv3NeuronConfig(
+        tp_degree=1,
+        batch_size=4,
+        seq_len=256,
+        max_context_length=256,
+        torch_dtype=torch.bfloat16,
+        on_cpu=True,
+        is_block_kv_layout=True,
+        is_prefix_caching=True,
+        pa_block_size=16,
+        pa_num_blocks=64,
+    )
+    config = Dsv3InferenceConfig.from_model_config(preset("deepseek-v3"), neuron_config)
+    kv_mgr = LatentBlockKVCacheManager(config, config.model_config(), num_kv_head=config.num_key_value_heads)
+    assert len(kv_mgr.past_key_values) == 2 * 61
+    assert _values_per_token_per_layer(kv_mgr, 61, (64 + 1) * 16) == 576
+    assert kv_mgr.values_per_token_per_layer() == 576
+    assert [tuple(buffer.shape) for buffer in kv_mgr.past_key_values[:2]] == [(65, 16, 1, 512), (65, 16, 1, 64)]

@@ -19,6 +19,7 @@ _EXPORTS = {
     "Dsv3InferenceConfig": "config",
     "Dsv3NeuronConfig": "config",
     "Dsv3Router": "router",
+    "LatentBlockKVCacheManager": "kv_cache",
     "LatentKVCacheManager": "kv_cache",
     "NeuronDsv3ForCausalLM": "model",
     "NeuronDsv3Model": "model",

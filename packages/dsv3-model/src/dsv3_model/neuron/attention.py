@@ -67,7 +67,7 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
             path = choose_path(self.cfg, seq, seq)
         else:
             kv_BTC, visible_BST = self._with_prior(new_BSC, past_key_value, attention_mask)
-            path = "absorbed"
+            path = choose_path(self.cfg, seq, kv_BTC.shape[1])
         out_BSD = self.output(self.attend(q_nope_BSHn, q_pe_BSHr, kv_BTC, visible_BST, path))
         c_kv_BSc, k_pe_BSr = new_BSC.split([self.cfg.kv_lora_rank, self.cfg.qk_rope_head_dim], dim=-1)
         return out_BSD, (c_kv_BSc[:, None], k_pe_BSr[:, None])
@@ -78,11 +78,17 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
         past_key_value: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys `[prior cache | this call]` and what each query sees: valid prior slots, then causal among the new."""
+        """Keys `[prior cache | this call]` and what each query sees: valid prior slots, then causal among the new.
+
+        The prior is the bucket's slice of the contiguous cache in token generation, or the blocks
+        `active_block_table` names (block layout), in token generation and in a prefill over cached
+        blocks (prefix caching, chunked prefill). `attention_mask` marks its valid slots: `[B, 1, 1, P]`
+        in token generation, `[B, P]` (NxDI passes the prefix mask unexpanded) in such a prefill."""
         c_kv_B1Pc, k_pe_B1Pr = past_key_value
         batch, seq, _ = new_BSC.shape
         prior_BPC = torch.cat([c_kv_B1Pc[:, 0], k_pe_B1Pr[:, 0]], dim=-1).to(new_BSC.dtype)
-        prior_visible_BSP = attention_mask[:, 0].to(torch.bool).expand(batch, seq, prior_BPC.shape[1])
+        prior_valid_B1P = attention_mask.to(torch.bool).reshape(batch, 1, prior_BPC.shape[1])
+        prior_visible_BSP = prior_valid_B1P.expand(batch, seq, prior_BPC.shape[1])
         causal_SS = torch.ones(seq, seq, dtype=torch.bool, device=new_BSC.device).tril()
         visible_BST = torch.cat([prior_visible_BSP, causal_SS.expand(batch, seq, seq)], dim=-1)
         return torch.cat([prior_BPC, new_BSC], dim=1), visible_BST

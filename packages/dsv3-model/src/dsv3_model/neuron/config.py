@@ -21,16 +21,13 @@ from typing import Any
 import torch
 from neuronx_distributed_inference.models.config import InferenceConfig, MoENeuronConfig
 
-from dsv3_config import ModelConfig, load_config
+from dsv3_config import ConfigError, ModelConfig, load_config
 
 # NeuronConfig switches whose code paths the dsv3 layers do not implement (each changes the layer contract:
-# per-layer KV I/O, block/prefix caches, speculation, sequence/context/data parallel attention).
+# per-layer KV I/O, speculation, sequence/context/data parallel attention, other cache layouts).
 UNSUPPORTED_WHEN_TRUE = (
     "layer_boundary_markers",
     "sequence_parallel_enabled",
-    "is_block_kv_layout",
-    "is_prefix_caching",
-    "is_chunked_prefill",
     "enable_fused_speculation",
     "is_medusa",
     "flash_decoding_enabled",
@@ -56,7 +53,31 @@ class Dsv3NeuronConfig(MoENeuronConfig):
             "disable_normalize_top_k_affinities",
         ):
             kwargs.pop(key, None)  # fixed below; also present in a saved neuron_config.json
+        chunked = _chunked_prefill_requested(kwargs)
+        if chunked:
+            if not kwargs.get("is_block_kv_layout"):
+                raise ConfigError(
+                    "Dsv3NeuronConfig: chunked prefill needs is_block_kv_layout=True (its chunks live in blocks)"
+                )
+            kwargs["is_prefix_caching"] = True
         super().__init__(router_config={"dtype": torch.float32}, disable_normalize_top_k_affinities=True, **kwargs)
+        self.dsv3_chunked_prefill = chunked
+
+
+def _chunked_prefill_requested(kwargs: dict[str, Any]) -> bool:
+    """Whether `kwargs` ask for chunked prefill (NxDI's `chunked_prefill_config`, or `is_chunked_prefill` as a
+    saved config and the plugin's overrides name it); pops the three keys.
+
+    NxDI's application class raises for `is_chunked_prefill` (`models/model_base.py:3054-3055`): its own
+    form packs several requests into one row for NKI kernels. dsv3 prefills a chunk as what it is, a
+    prefill whose earlier tokens are already in the block cache: NxDI's prefix-caching flow (each call
+    names the cached blocks in `block_table` and how many tokens they hold in `computed_context_lens`),
+    so the flag turns on `is_prefix_caching` and stays off for NxDI (docs/nxdi-contract.md section 6).
+    """
+    config = kwargs.pop("chunked_prefill_config", None)
+    flag = bool(kwargs.pop("is_chunked_prefill", False))
+    saved = bool(kwargs.pop("dsv3_chunked_prefill", False))
+    return config is not None or flag or saved
 
 
 class Dsv3InferenceConfig(InferenceConfig):
@@ -122,7 +143,21 @@ class Dsv3InferenceConfig(InferenceConfig):
             enabled.append("hybrid_sharding_config")
         if enabled:
             raise ValueError(f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}")
+        self._validate_block_layout()
         self._validate_expert_parallel()
+
+    def _validate_block_layout(self) -> None:
+        """The block KV layout and prefix caching come together: NxDI passes `slot_mapping` and
+        `active_block_table` to the model only under `is_prefix_caching` (`models/model_base.py:3566-3610`),
+        and builds its block manager only under `is_block_kv_layout` (`:170`)."""
+        neuron_config = self.neuron_config
+        block, prefix = neuron_config.is_block_kv_layout, neuron_config.is_prefix_caching
+        if block != prefix:
+            raise ConfigError(
+                f"Dsv3InferenceConfig: is_block_kv_layout={block} with is_prefix_caching={prefix}: the dsv3 "
+                "block cache is read and written only through NxDI's prefix-caching inputs; set both (vLLM's "
+                "Neuron plugin does when prefix caching is on) or neither"
+            )
 
     def _validate_expert_parallel(self) -> None:
         """`moe_ep_degree` x `moe_tp_degree` must be the world (`dsv3 shard --ep` and NxD's MoE groups assume it)."""

@@ -3,7 +3,9 @@
 
 Contract: docs/nxdi-contract.md sections 4 and 7. Embedding split across the hidden dim, `lm_head`
 column-parallel and padded (`gather_output` unless sampling on device, which gathers itself), the
-latent KV manager installed in `init_inference_optimization`.
+latent KV manager (contiguous, or blocks under `is_block_kv_layout`) installed in
+`init_inference_optimization`, and the bucket attributes NxDI sets when tracing set from each call's shapes
+(`bucket_shapes.py`), so CPU mode runs every bucket and prefix-cached prefills.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from neuronx_distributed_inference.modules.generation.sampling import create_sam
 from torch import nn
 
 from dsv3_mla import RMSNorm
+from dsv3_model.neuron.bucket_shapes import bucket_attributes
 from dsv3_model.neuron.config import Dsv3InferenceConfig
-from dsv3_model.neuron.kv_cache import LatentKVCacheManager
+from dsv3_model.neuron.kv_cache import LatentBlockKVCacheManager, LatentKVCacheManager
 from dsv3_model.neuron.layers import Dsv3DecoderLayer
 from dsv3_model.neuron.state_dict import convert_hf_to_neuron_state_dict
 
@@ -63,9 +66,27 @@ class NeuronDsv3Model(NeuronBaseModel):
     def init_inference_optimization(self, config: Dsv3InferenceConfig) -> None:
         if self.on_device_sampling:
             self.sampler = create_sampler(config.neuron_config, self.lm_head.tensor_parallel_group.size())
-        self.kv_mgr = LatentKVCacheManager(
-            config, config.model_config(), num_kv_head=self.num_key_value_heads, global_rank=self.rank_util
-        )
+        if config.neuron_config.is_block_kv_layout:
+            self.kv_mgr = LatentBlockKVCacheManager(config, config.model_config(), num_kv_head=self.num_key_value_heads)
+        else:
+            self.kv_mgr = LatentKVCacheManager(
+                config, config.model_config(), num_kv_head=self.num_key_value_heads, global_rank=self.rank_util
+            )
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        seq_ids: torch.Tensor,
+        sampling_params: torch.Tensor,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """NxDI's forward, after setting the bucket attributes these inputs imply (`bucket_shapes.py`)."""
+        for name, value in bucket_attributes(self.neuron_config, input_ids, attention_mask).items():
+            setattr(self, name, value)
+        return super().forward(input_ids, attention_mask, position_ids, seq_ids, sampling_params, *args, **kwargs)
 
 
 class NeuronDsv3ForCausalLM(NeuronBaseForCausalLM):
