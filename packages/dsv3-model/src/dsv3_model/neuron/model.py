@@ -54,11 +54,14 @@ class NeuronDsv3Model(NeuronBaseModel):
         )
         self.layers = nn.ModuleList(Dsv3DecoderLayer(config, cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        # On device the sampler gathers across the tp group itself; NxDI's CPU sampler has no process group
+        # and samples what it is given (`modules/generation/sampling.py:271-279`, `:372-374`), so on CPU the
+        # logits are gathered first, or a rank would sample from its vocabulary shard alone.
         self.lm_head = ColumnParallelLinear(
             cfg.hidden_size,
             cfg.vocab_size,
             bias=False,
-            gather_output=not self.on_device_sampling,
+            gather_output=not self.on_device_sampling or config.neuron_config.on_cpu,
             dtype=dtype,
             pad=True,
         )
