@@ -3,8 +3,7 @@ each request alone: bucketing, continuous batching, the plugin's default NeuronC
 on-device sampling. The model is driven as the plugin's runner drives it (`serving_driver.py`).
 
 Tolerances: logits 1e-4 absolute (magnitude ~0.5; the same fp32 math in another order, measured ~3e-7);
-greedy tokens identical. Greedy here is the argmax of the logits (transformers' `generate` with
-`min_new_tokens` would instead suppress the EOS id, which the served model does not).
+greedy tokens identical (`serving_reference.py`: greedy is the argmax at every step).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import harness
 import pytest
 import serving_driver
 import torch
+from serving_reference import assert_plugin_serving, hf_greedy, hf_logits_along
 
 LOGIT_TOL = 1e-4
 BUCKETS_CTE = serving_driver.BUCKET_OPTIONS["context_encoding_buckets"]
@@ -27,24 +27,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cfg = harness.model_config("tiny")
     checkpoint = tmp_path_factory.mktemp("serving-tiny")
     return {"cfg": cfg, "checkpoint": checkpoint, "hf": harness.save_hf_checkpoint(cfg, checkpoint)}
-
-
-def hf_logits_along(hf: Any, prompt_S: torch.Tensor, tokens: list[int]) -> torch.Tensor:
-    """transformers' logits [N, V] for each of `tokens` given the prompt and the tokens before it (one pass)."""
-    ids_1T = torch.cat([prompt_S, torch.tensor(tokens[:-1], dtype=prompt_S.dtype)])[None]
-    with torch.no_grad():
-        return hf(ids_1T).logits[0, prompt_S.shape[0] - 1 :].double()
-
-
-def hf_greedy(hf: Any, prompt_S: torch.Tensor, new_tokens: int) -> list[int]:
-    """transformers alone on one prompt, greedy (argmax at every step, with its KV cache)."""
-    tokens: list[int] = []
-    with torch.no_grad():
-        out = hf(prompt_S[None], use_cache=True)
-        for _ in range(new_tokens):
-            tokens.append(int(out.logits[0, -1].argmax()))
-            out = hf(torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True)
-    return tokens
 
 
 def first_fit(length: int, buckets: list[int]) -> int:
@@ -93,17 +75,6 @@ def test_continuous_batching_tp2_matches_each_request_alone(reference: dict[str,
     assert_matches_alone(reference["hf"], requests, outcome)
 
 
-def allowed_tokens(logits_V: torch.Tensor, top_k: int, top_p: float, temperature: float) -> set[int]:
-    """Tokens NxDI's dynamic sampler can return for these logits (`modules/generation/sampling.py:395-433`):
-    the `top_k` best, divided by the temperature, then only those whose sorted cumulative probability is
-    <= top_p (the first always kept)."""
-    values, indices = logits_V.double().sort(descending=True)
-    values, indices = values[:top_k] / temperature, indices[:top_k]
-    cumulative = values.softmax(-1).cumsum(-1)
-    keep = (cumulative <= top_p + 1e-6) | (torch.arange(top_k) == 0)
-    return set(indices[keep].tolist())
-
-
 def deterministic_token(logits_V: torch.Tensor, top_k: int, top_p: float, temperature: float) -> tuple[int, float]:
     """The token NxDI's sampler returns with `deterministic=True` (its uniform draw fixed at 0.5,
     `sampling.py:335-337`): the first sorted candidate whose normalized cumulative probability reaches 0.5.
@@ -120,32 +91,19 @@ def deterministic_token(logits_V: torch.Tensor, top_k: int, top_p: float, temper
     return int(indices[position]), margin
 
 
-def assert_plugin_serving(reference: dict[str, Any], outcome: dict[str, Any]) -> None:
-    """Greedy rows (top_k 1) equal transformers alone; sampled rows only return tokens the dynamic sampler
-    may pick from transformers' logits for the same prefix."""
-    requests = serving_driver.batching_requests(reference["cfg"], serving_driver.PLUGIN_SAMPLING)
-    for index, (request, got) in enumerate(zip(requests, outcome["requests"], strict=True)):
-        assert len(got["tokens"]) == request.new_tokens
-        top_k, top_p, temperature = request.sampling
-        if top_k == 1:
-            assert got["tokens"] == hf_greedy(reference["hf"], request.prompt, request.new_tokens), f"request {index}"
-            continue
-        expected_NV = hf_logits_along(reference["hf"], request.prompt, got["tokens"])
-        for step, (token, logits_V) in enumerate(zip(got["tokens"], expected_NV, strict=True)):
-            assert token in allowed_tokens(logits_V, int(top_k), top_p, temperature), f"request {index} step {step}"
-
-
 def test_plugin_default_config_tp2_serves_with_dynamic_sampling(reference: dict[str, Any], tmp_path: Path) -> None:
     """The plugin's default NeuronConfig for --max-num-seqs 4 --max-model-len 256 --block-size 32, prefix
     caching on (`serving_driver.PLUGIN_DEFAULT_OPTIONS`), is accepted and serves the batching schedule
     (block KV cache, continuous batching, bucketing, dynamic on-device sampling, per-request rows)."""
-    assert_plugin_serving(reference, run_tp2("plugin_default", reference, tmp_path / "rank0.pt"))
+    requests = serving_driver.batching_requests(reference["cfg"], serving_driver.PLUGIN_SAMPLING)
+    assert_plugin_serving(reference["hf"], requests, run_tp2("plugin_default", reference, tmp_path / "rank0.pt"))
 
 
 def test_plugin_config_without_prefix_caching_serves(reference: dict[str, Any]) -> None:
     """tp=1 in process: the same with `--no-enable-prefix-caching` (contiguous latent cache)."""
     outcome = serving_driver.run_scenario("plugin_contiguous", reference["cfg"], reference["checkpoint"], 1)
-    assert_plugin_serving(reference, outcome)
+    requests = serving_driver.batching_requests(reference["cfg"], serving_driver.PLUGIN_SAMPLING)
+    assert_plugin_serving(reference["hf"], requests, outcome)
 
 
 def test_dynamic_sampling_deterministic_equals_closed_form(reference: dict[str, Any]) -> None:
