@@ -2,7 +2,7 @@
 `NeuronDsv3ForCausalLM` (the application class users and vLLM's Neuron plugin instantiate).
 
 Contract: docs/nxdi-contract.md sections 4 and 7. Embedding split across the hidden dim, `lm_head`
-column-parallel and padded (`gather_output` unless sampling on device, which gathers itself), the
+column-parallel and padded (`gather_output` unless sampling on device, which gathers itself; on CPU always), the
 latent KV manager (contiguous, or blocks under `is_block_kv_layout`) installed in
 `init_inference_optimization`, and the bucket attributes NxDI sets when tracing set from each call's shapes
 (`bucket_shapes.py`), so CPU mode runs every bucket and prefix-cached prefills.
