@@ -11,6 +11,8 @@ docs/environment.md: nox's default pip backend costs ~16 min for the six package
 - `neuron_cpu` / `neuron_integration`: the NxDI adapter suites (integration/neuron/README.md).
 - `golden_torch29` (opt-in): a `dsv3 golden` file loads under torch 2.9 as NxDI reads it (docs/golden.md).
 - `xla_trace`: the plain model traced through torch_xla on a CPU (integration/xla), not a default session.
+- `neuron_trace`: the NxDI adapter's graphs traced to HLO through torch_xla on a CPU (integration/neuron_trace,
+  docs/neuron-trace.md), not a default session.
 
 Torch is pinned as `torch==2.13.0` in `constraints/ci.txt` (`UV_CONSTRAINT`), any build: on a machine
 whose pip is configured with a local wheel folder (a CPU build, `2.13.0+cpu`), uv, which does not read
@@ -160,6 +162,25 @@ def xla_trace(session: nox.Session) -> None:
     session.install("pydantic", "safetensors", "tqdm", "psutil", "pytest", env=env)
     session.run(
         "python", "-m", "pytest", "integration/xla", "-q", "-p", "no:cacheprovider", *session.posargs,
+        env={"PJRT_DEVICE": "CPU"},
+    )
+
+
+@nox.session(python="3.11")
+def neuron_trace(session: nox.Session) -> None:
+    """The NxDI adapter's graphs traced to HLO on XLA:CPU (docs/neuron-trace.md): the `xla_trace` venv (torch
+    2.9 + torch_xla 2.9) plus what NxD/NxDI import; sources from DSV3_NXD_SRC / DSV3_NXDI_SRC as in
+    `neuron_cpu`. Skips with its reason where NxDI or torch_xla is not importable."""
+    env = {"UV_CONSTRAINT": str(ROOT / "constraints" / "xla.txt"), "UV_PYTHON_DOWNLOADS": "never"}
+    session.install("torch", "torch-xla", env=env)
+    local = [str(ROOT / "packages" / f"dsv3-{name}") for name in (*PACKAGES, "testing")]
+    session.install("--no-deps", *local, env=env)
+    session.install(
+        "pydantic", "safetensors", "tqdm", "psutil", "pytest", "transformers==4.57.6", "tenacity", "boto3",
+        "sentencepiece", env=env,
+    )
+    session.run(
+        "python", "-m", "pytest", "integration/neuron_trace", "-q", "-p", "no:cacheprovider", *session.posargs,
         env={"PJRT_DEVICE": "CPU"},
     )
 

@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).parent
-SOURCE_VARIABLES = ("DSV3_NXD_SRC", "DSV3_NXDI_SRC")
-NXDI_MISSING = (
-    "neuronx_distributed_inference is not importable: set DSV3_NXD_SRC and DSV3_NXDI_SRC to the `src` folders "
-    "of aws-neuron/neuronx-distributed and aws-neuron/neuronx-distributed-inference checkouts "
-    "(integration/neuron/README.md)"
-)
 
 
 def _add_sources() -> None:
-    added = []
-    for variable in SOURCE_VARIABLES:
-        value = os.environ.get(variable)
-        if not value:
-            continue
-        if not Path(value).is_dir():
-            raise pytest.UsageError(f"{variable}={value!r} is not a directory")
-        added.append(value)
-    sys.path[:0] = [str(HERE), *added]
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), *added, *filter(None, [os.environ.get("PYTHONPATH")])])
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    import nxdi_sources
+
+    nxdi_sources.add_sources(HERE)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,7 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if importlib.util.find_spec("neuronx_distributed_inference") is None:
-        skip = pytest.mark.skip(reason=NXDI_MISSING)
+        import nxdi_sources
+
+        skip = pytest.mark.skip(reason=nxdi_sources.NXDI_MISSING)
         for item in items:
             item.add_marker(skip)
         return
