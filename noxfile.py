@@ -195,7 +195,9 @@ def neuron_trace(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def neuron_cpu(session: nox.Session) -> None:
     """The NxDI adapter in NxD/NxDI CPU mode; skips with one reason where NxDI is not importable."""
-    _install(session, *PACKAGES, "testing", "transformers", "pytest", "tenacity", "boto3", "sentencepiece")
+    # pillow: NxDI's model table (`utils/constants.py`, what vLLM's plugin and `register()` edit) imports its
+    # image models, which import PIL; torchvision, imported there too, gets a stand-in (neuron_stand_ins.py).
+    _install(session, *PACKAGES, "testing", "transformers", "pytest", "tenacity", "boto3", "sentencepiece", "pillow")
     _pytest(session, "integration/neuron", "-m", "not neuron_device")
 
 

@@ -9,6 +9,7 @@ prepended to `sys.path` here and exported through `PYTHONPATH` for the torchrun 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: large or slow cases; CI runs them once")
     _add_sources()
     if importlib.util.find_spec("neuronx_distributed_inference") is not None:
+        import harness
         import neuron_stand_ins
 
         neuron_stand_ins.install()
+        # In-process world-size-1 runs rendezvous on MASTER_PORT (NxDI `to_cpu()` defaults it to 29500).
+        os.environ.setdefault("MASTER_PORT", str(harness.free_port()))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -162,8 +162,21 @@ def prefill_last_logits(model: Any, input_ids_BS: torch.Tensor) -> torch.Tensor:
     return out.logits[:, -1].float()
 
 
+def free_port() -> int:
+    """A port the OS hands out now, for in-process rendezvous (`MASTER_PORT`): suites of several checkouts (or
+    CI jobs) on one host must not share a fixed port (the second fails with EADDRINUSE)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def torchrun(script: str, port: int, *args: str, ranks: int = 2) -> None:
-    """Run `script` (a worker next to this file) on `ranks` CPU processes under torchrun; fail with its stderr."""
+    """Run `script` (a worker next to this file) on `ranks` CPU processes under torchrun; fail with its stderr.
+
+    `--standalone`: torchrun rendezvouses on a port it picks itself, so concurrent suites on one host do not
+    collide. `port` is not used (a fixed port did collide); it stays so existing callers keep working."""
     import subprocess
     import sys
 
@@ -171,10 +184,9 @@ def torchrun(script: str, port: int, *args: str, ranks: int = 2) -> None:
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc-per-node",
         str(ranks),
-        "--master-port",
-        str(port),
         str(Path(__file__).parent / script),
         *args,
     ]

@@ -3,7 +3,12 @@ a machine without the Neuron SDK and run in their CPU mode (docs/nxdi-cpu.md).
 
 NxD and NxDI import `torch_xla`, `torch_neuronx`, `libneuronxla`, `neuronxcc`, `nki` and `nkilib` at
 module top level even in CPU mode, and NxD evaluates `torch.classes.neuron.SPMDModel` /
-`LayoutTransformation` in annotations. On the CPU path (`NXD_CPU_MODE=1`, `NeuronConfig(on_cpu=True)`,
+`LayoutTransformation` in annotations. NxDI's model table (`utils/constants.py`, which vLLM's Neuron
+plugin and `register()` edit) imports every NxDI model, and its Mllama image transforms import
+`torchvision` at module top level (`models/mllama/image_transform.py:14-17`); the Neuron SDK ships a
+torchvision built for its torch, PyPI's does not load next to the CPU torch wheel used here, and no
+text model calls it, so it gets the same import-only stand-in (PIL, also imported there, is a plain PyPI
+package: the session installs pillow). On the CPU path (`NXD_CPU_MODE=1`, `NeuronConfig(on_cpu=True)`,
 `to_cpu()`) only two of their symbols are called, so only those carry values:
 
 - `torch_neuronx.utils.get_platform_target` (and `torch_neuronx.utils.utils.get_platform_target`):
@@ -29,7 +34,7 @@ from typing import Any
 
 import torch
 
-STAND_IN_ROOTS = ("torch_xla", "torch_neuronx", "libneuronxla", "neuronxcc", "nki", "nkilib")
+STAND_IN_ROOTS = ("torch_xla", "torch_neuronx", "libneuronxla", "neuronxcc", "nki", "nkilib", "torchvision")
 TORCH_CLASSES = ("SPMDModel", "LayoutTransformation")
 
 

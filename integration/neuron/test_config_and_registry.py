@@ -1,7 +1,6 @@
 """The inference config round-trips through NxDI's `neuron_config.json` (NxDI reloads it with
 `cls(**saved)`, after the NxDI aliases have overwritten HF names such as `intermediate_size`), the
-converted checkpoint covers the model's parameters exactly, and `register()` makes the model findable
-the way vLLM's Neuron plugin and `inference_demo` look it up."""
+converted checkpoint covers the model's parameters exactly (registration: test_vllm_plugin.py)."""
 
 from __future__ import annotations
 
@@ -132,27 +131,3 @@ def test_converted_checkpoint_covers_the_model_exactly(tmp_path: Path) -> None:
     # The KV cache is state, not weights.
     model_keys = {key for key in model.context_encoding_model.model.state_dict() if not key.startswith("kv_mgr.")}
     assert set(converted) == model_keys
-
-
-def test_register_adds_the_model_where_vllm_and_inference_demo_look() -> None:
-    # NxDI's model table imports its vision models, which import torchvision (present on Neuron hosts;
-    # PyPI's torchvision does not load next to the CPU torch 2.13 wheel used here).
-    pytest.importorskip("torchvision", reason="NxDI's utils.constants imports torchvision")
-    import importlib
-    import sys
-
-    from neuronx_distributed_inference.utils import constants
-
-    from dsv3_model.neuron import NeuronDsv3ForCausalLM, register
-
-    names = register()
-    # vllm-neuron `_get_neuron_model_cls`: architecture split at the first "For", model part lowercased.
-    for architecture in ("DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM"):
-        model_type = architecture.split("For", 1)[0].lower()
-        assert constants.MODEL_TYPES[model_type]["causal-lm"] is NeuronDsv3ForCausalLM
-    assert constants.MODEL_TYPES["deepseek_v3"]["causal-lm"] is NeuronDsv3ForCausalLM
-    assert set(names) <= set(constants.MODEL_TYPES)
-    demo = importlib.import_module("neuronx_distributed_inference.inference_demo")
-    assert sys.modules[demo.__name__] is demo
-    register()
-    assert demo.MODEL_TYPES["deepseek_v3"]["causal-lm"] is NeuronDsv3ForCausalLM

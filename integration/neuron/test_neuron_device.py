@@ -7,6 +7,8 @@ UNTESTED: written from NxDI's own code (`application_base.compile/load`, `utils/
   `save_sharded_checkpoint=True`. NxDI's own per-rank files (ModelBuilder's `shard_checkpoint`, bf16 cast
   included) must equal `dsv3 shard` key for key and bit for bit; the model is then loaded from the
   `dsv3 shard` files and its prefill logits and 16 greedy tokens compared with transformers (fp32 on CPU).
+- The tiny preset again under the NeuronConfig vLLM's Neuron plugin builds by default (prefix caching,
+  continuous batching over 4 slots, bucketing, dynamic on-device sampling), driven as the plugin drives it.
 - TTFT / TPOT p50/p90/p99 and throughput from `benchmark_sampling`, as the contrib port's README reports
   them, written in the benchmark record format to `$DSV3_NEURON_BENCH_OUT` (default: printed only).
 - The 671B recipe, when `DSV3_NEURON_MODEL_DIR` names an HF checkpoint (FP8 or BF16): the contrib port's
@@ -26,7 +28,9 @@ from typing import Any
 
 import harness
 import pytest
+import serving_driver
 import torch
+from serving_reference import assert_plugin_serving
 
 pytestmark = pytest.mark.neuron_device
 
@@ -141,6 +145,23 @@ def test_tiny_benchmark(tiny: dict[str, Any]) -> None:
     records = _benchmark_records(tiny["model"], f"tiny-tp{TP}")
     assert all(r["value"] > 0 for r in records)
     _report(records)
+
+
+def test_tiny_serves_with_the_plugin_default_config(tiny: dict[str, Any], tmp_path: Path) -> None:
+    """The NeuronConfig vLLM's Neuron plugin builds by default (`serving_driver.PLUGIN_DEFAULT_OPTIONS`: prefix
+    caching, block KV, continuous batching over 4 slots, bucketing, dynamic on-device sampling), compiled in
+    bf16 and driven as the plugin's runner drives it: greedy requests equal transformers alone, sampled ones
+    stay in the sampler's allowed set (the CPU suite checks the same schedule in fp32)."""
+    from dsv3_model.neuron import Dsv3NeuronConfig
+
+    checkpoint = tiny["root"] / "hf"
+    neuron_config = Dsv3NeuronConfig(**serving_driver.PLUGIN_DEFAULT_OPTIONS, tp_degree=TP, torch_dtype=torch.bfloat16)
+    model = _build(checkpoint, neuron_config)
+    model.compile(str(tmp_path / "compiled"))
+    model.load(str(tmp_path / "compiled"))
+    requests = serving_driver.batching_requests(tiny["cfg"], serving_driver.PLUGIN_SAMPLING)
+    serving_driver.run_schedule(model, requests)
+    assert_plugin_serving(tiny["hf"], requests, {"requests": serving_driver.results(requests)})
 
 
 @pytest.mark.skipif(not os.environ.get("DSV3_NEURON_MODEL_DIR"), reason="set DSV3_NEURON_MODEL_DIR for the 671B recipe")

@@ -16,6 +16,16 @@ import pytest
 import torch
 
 CTE, TKG = "context_encoding_model", "token_generation_model"
+# The CPU suite's serving options (integration/neuron/serving_driver.py), as one graph per bucket here.
+BUCKETS: dict[str, Any] = {
+    "enable_bucketing": True,
+    "context_encoding_buckets": [32, 64, 128],
+    "token_generation_buckets": [64, 128, 256],
+}
+CONTINUOUS_BATCHING: dict[str, Any] = {"ctx_batch_size": 1, "is_continuous_batching": True}
+# Not traced here: on-device sampling at tp > 1 (vLLM's plugin default) takes its top-k from
+# `torch_neuronx.xla_impl.ops.TopK` (NxD `operators/topk.py:2`, `:108`), a closed-source custom call this
+# machine only has a stand-in for; the sampler runs in the CPU suite instead.
 
 
 # DeepSeek-R1's shapes, one layer: its first (dense) layer, or one MoE layer (256 experts, top 8); at tp=64,
@@ -64,6 +74,17 @@ GRAPHS: dict[str, Graph] = {
     "tiny-cte-4k-tp2": Graph("tiny", CTE, tp=2, seq_len=4096),
     "r1-one-layer-cte-32k-tp64": Graph(R1_ONE_LAYER, CTE, tp=64, seq_len=32768, dtype=torch.bfloat16),
     "r1-moe-layer-cte-32k-tp64": Graph(R1_MOE_LAYER, CTE, tp=64, seq_len=32768, dtype=torch.bfloat16),
+    # Serving (issue 14): each bucket of the bucketing suite, and continuous batching (4 slots, prefill alone).
+    **{
+        f"tiny-cte-tp2-bucket{bucket}": Graph("tiny", CTE, tp=2, seq_len=256, bucket_rank=rank, neuron=BUCKETS)
+        for rank, bucket in enumerate(BUCKETS["context_encoding_buckets"])
+    },
+    **{
+        f"tiny-tkg-tp2-bucket{bucket}": Graph("tiny", TKG, tp=2, seq_len=256, bucket_rank=rank, neuron=BUCKETS)
+        for rank, bucket in enumerate(BUCKETS["token_generation_buckets"])
+    },
+    "tiny-cte-tp2-cb4": Graph("tiny", CTE, tp=2, batch=4, neuron=CONTINUOUS_BATCHING),
+    "tiny-tkg-tp2-cb4": Graph("tiny", TKG, tp=2, batch=4, neuron=CONTINUOUS_BATCHING),
 }
 # Prefill graphs longer than one key block: no intermediate may be an [S, S] (score or mask) array.
 LONG_PREFILLS = ("tiny-cte-4k-tp2", "r1-one-layer-cte-32k-tp64", "r1-moe-layer-cte-32k-tp64")

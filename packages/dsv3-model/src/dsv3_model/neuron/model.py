@@ -2,7 +2,7 @@
 `NeuronDsv3ForCausalLM` (the application class users and vLLM's Neuron plugin instantiate).
 
 Contract: docs/nxdi-contract.md sections 4 and 7. Embedding split across the hidden dim, `lm_head`
-column-parallel and padded (`gather_output` unless sampling on device, which gathers itself), the
+column-parallel and padded (`gather_output` unless sampling on device, which gathers itself; on CPU always), the
 latent KV manager (contiguous, or blocks under `is_block_kv_layout`) installed in
 `init_inference_optimization`, and the bucket attributes NxDI sets when tracing set from each call's shapes
 (`bucket_shapes.py`), so CPU mode runs every bucket and prefix-cached prefills.
@@ -54,11 +54,14 @@ class NeuronDsv3Model(NeuronBaseModel):
         )
         self.layers = nn.ModuleList(Dsv3DecoderLayer(config, cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        # On device the sampler gathers across the tp group itself; NxDI's CPU sampler has no process group
+        # and samples what it is given (`modules/generation/sampling.py:271-279`, `:372-374`), so on CPU the
+        # logits are gathered first, or a rank would sample from its vocabulary shard alone.
         self.lm_head = ColumnParallelLinear(
             cfg.hidden_size,
             cfg.vocab_size,
             bias=False,
-            gather_output=not self.on_device_sampling,
+            gather_output=not self.on_device_sampling or config.neuron_config.on_cpu,
             dtype=dtype,
             pad=True,
         )
