@@ -23,6 +23,7 @@ Usage: python benchmarks/bench_llamacpp.py --out FILE.json [--quick] [--rounds N
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -63,8 +64,8 @@ BENCH = "model"  # bench_model.py's tables: llama.cpp rows beside dsv3's and tra
 CASE_DTYPE = {"f32": "float32", "bf16": "bfloat16", "q8_0": "q8_0"}  # bench_model.py's case names
 # max |llama.cpp F32 - transformers fp32| / max |transformers| over a 32-token prompt's logits (2026-12-01,
 # AMD EPYC avx512_bf16: exact 2.6e-6; timed 2.1e-3, 1.1e-3 of it from f16 K/V alone, the rest from flash
-# attention's f16 arithmetic on a CPU). exact: an f32 KV cache and no flash attention, rounding order alone; timed:
-# llama.cpp's defaults, f16 K and V (2**-11 relative each) through 4 layers.
+# attention's f16 arithmetic on a CPU). exact: an f32 KV cache and no flash attention, rounding order
+# alone; timed: llama.cpp's defaults, f16 K and V (2**-11 relative each) through 4 layers.
 LOGITS_TOLERANCE = {"exact": 1e-4, "timed": 5e-3}
 CHECK_TOKENS = 32
 N_CTX = 512
@@ -90,14 +91,16 @@ def prepare(work: Path) -> dict[str, Path]:
     from dsv3_config import preset
     from dsv3_weights import convert_checkpoint, make_checkpoint
 
-    work.mkdir(parents=True, exist_ok=True)
-    fp8, fp32 = work / "medium-fp8-seed0", work / "medium-fp32-seed0"
+    cfg = preset("medium")
+    work = work / f"medium-{hashlib.sha256(json.dumps(cfg.to_hf(), sort_keys=True).encode()).hexdigest()[:10]}"
+    work.mkdir(parents=True, exist_ok=True)  # one folder per medium config: a changed preset starts anew
+    fp8, fp32 = work / "fp8-seed0", work / "fp32-seed0"
     if not fp8.exists():
-        partial = _fresh(work / "medium-fp8-seed0.partial")
-        make_checkpoint(partial, preset("medium"), fp8=True, seed=0, progress=False)
+        partial = _fresh(work / "fp8-seed0.partial")
+        make_checkpoint(partial, cfg, fp8=True, seed=0, progress=False)
         partial.rename(fp8)
     if not fp32.exists():
-        partial = _fresh(work / "medium-fp32-seed0.partial")
+        partial = _fresh(work / "fp32-seed0.partial")
         convert_checkpoint(fp8, partial, dtype=torch.float32, mtp="drop", progress=False)
         config = json.loads((partial / "config.json").read_text())
         config["architectures"] = ["DeepseekV3ForCausalLM"]  # the converter picks its model class by this key
@@ -105,7 +108,7 @@ def prepare(work: Path) -> dict[str, Path]:
         partial.rename(fp32)
     paths = {"hf": fp32}
     for outtype in OUTTYPES:
-        path = work / f"medium-{outtype}-llama.cpp-{installed_version()}.gguf"
+        path = work / f"{outtype}-llama.cpp-{installed_version()}.gguf"
         if not path.exists():
             partial = path.with_suffix(".partial")
             start = time.perf_counter()
