@@ -159,7 +159,9 @@ def _install_llamacpp(session: nox.Session, env: dict[str, str]) -> None:
     The build is `-march=native`: the CPU's flags go into a config setting (`cmake.define.DSV3_CPU_FLAGS`, a
     digest llama.cpp ignores), which uv's built-wheel cache keys on, so a machine whose CPU changed between
     sessions compiles anew instead of reusing a wheel built for other instructions."""
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    flags = next((line for line in lines if line.startswith("flags")), "")
     settings = {**LLAMA_CPP_DEFINES, "DSV3_CPU_FLAGS": hashlib.sha256(flags.encode()).hexdigest()[:16]}
     config = [arg for key, value in settings.items() for arg in ("-C", f"cmake.define.{key}={value}")]
     session.install(*config, f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "numpy", "pyyaml", "tqdm", env=env)
