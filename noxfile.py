@@ -23,6 +23,7 @@ would make the second case fail, since PyPI carries no `+cpu` build.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -39,6 +40,19 @@ nox.options.reuse_existing_virtualenvs = True
 
 # Benchmarks whose competitor is transformers: they also run under the latest 5.x.
 COMPARED_WITH_TRANSFORMERS = ("bench_mla", "bench_moe", "bench_model")
+
+# llama.cpp, the CPU engine people use for this model family, as PyPI's llama-cpp-python ships it (sdist only:
+# uv compiles it, about 10 min on 2 cores, once per CPU; see benchmarks/README.md).
+LLAMA_CPP_PYTHON = "0.3.36"
+# CPU only, -march=native, the library alone (no multimodal mtmd, tests, tools or examples: build time).
+LLAMA_CPP_DEFINES = {
+    "GGML_NATIVE": "ON",
+    "GGML_CUDA": "OFF",
+    "GGML_VULKAN": "OFF",
+    "GGML_METAL": "OFF",
+    "GGML_BLAS": "OFF",
+    "LLAVA_BUILD": "OFF",
+}
 
 # Each package, its in-repo dependencies (as declared in its pyproject), and what its tests need.
 # `config` and `plan` run without torch (asserted in `unit`).
@@ -136,6 +150,8 @@ def bench(session: nox.Session, transformers: str) -> None:
         env["UV_CONSTRAINT"] = str(ROOT / "constraints" / "bench-latest.txt")
     local = [str(ROOT / "packages" / f"dsv3-{name}") for name in PACKAGES]
     session.install(*local, str(ROOT / "packages" / "dsv3-testing"), spec, "psutil", env=env)
+    if transformers == "4.57":
+        _install_llamacpp(session, env)
     out = ROOT / ".bench" / f"transformers-{transformers}"
     out.mkdir(parents=True, exist_ok=True)
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
@@ -143,6 +159,35 @@ def bench(session: nox.Session, transformers: str) -> None:
             continue
         session.run("python", str(script), "--out", str(out / f"{script.stem}.json"), *session.posargs)
     session.run("python", str(ROOT / "benchmarks" / "report.py"), str(ROOT / ".bench"))
+
+
+def _install_llamacpp(session: nox.Session, env: dict[str, str]) -> None:
+    """llama-cpp-python built from PyPI's sdist, and that very sdist unpacked under `.bench/llama-cpp-python/`
+    for its `convert_hf_to_gguf.py` and `gguf-py` (same llama.cpp commit as the library).
+
+    The build is `-march=native`: the CPU's flags go into a config setting (`cmake.define.DSV3_CPU_FLAGS`, a
+    digest llama.cpp ignores), which uv's built-wheel cache keys on, so a machine whose CPU changed between
+    sessions compiles anew instead of reusing a wheel built for other instructions."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    flags = next((line for line in lines if line.startswith("flags")), "")
+    settings = {**LLAMA_CPP_DEFINES, "DSV3_CPU_FLAGS": hashlib.sha256(flags.encode()).hexdigest()[:16]}
+    config = [arg for key, value in settings.items() for arg in ("-C", f"cmake.define.{key}={value}")]
+    session.install(*config, f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "numpy", "pyyaml", "tqdm", env=env)
+    sdist_dir = ROOT / ".bench" / "llama-cpp-python"
+    unpacked = sdist_dir / f"llama_cpp_python-{LLAMA_CPP_PYTHON}"
+    if not (unpacked / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py").exists():
+        archive = sdist_dir / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
+        if not archive.exists():
+            session.run_install(
+                sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
+                f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", str(sdist_dir), external=True,
+            )
+        partial = sdist_dir / "unpacking"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.unpack_archive(archive, partial, filter="data")
+        (partial / unpacked.name).rename(unpacked)  # complete, or absent
+        shutil.rmtree(partial)
 
 
 @nox.session(python="3.11")

@@ -47,15 +47,43 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
-def measured_read_bandwidth(num_bytes: int = 1 << 30) -> float:
-    """Bytes per second of a full read (a sum) over a buffer far larger than the caches."""
-    buffer = torch.ones(num_bytes // 4, dtype=torch.float32)
-    seconds = median_seconds(lambda: buffer.sum(), repeats=5)
+BENCH_THREADS = 2  # every engine in the benchmarks runs on this many threads
+
+
+def measured_read_bandwidth(num_bytes: int = 1 << 30, threads: int = BENCH_THREADS) -> float:
+    """Bytes per second of a full read (a sum) over a buffer far larger than the caches, on `threads`
+    threads like the engines measured against it: the floor of a decode step is its bytes over this."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        buffer = torch.ones(num_bytes // 4, dtype=torch.float32)
+        seconds = median_seconds(lambda: buffer.sum(), repeats=5)
+    finally:
+        torch.set_num_threads(previous)
     return num_bytes / seconds
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags from /proc/cpuinfo (empty where there is none): they decide which
+    kernels every engine picks, so a figure means little without them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+
+
+def has_amx() -> bool:
+    return any(flag.startswith("amx") for flag in cpu_flags())
+
+
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size (Linux reports kilobytes)."""
+    """This process's peak resident set size: VmHWM of /proc/self/status where there is one, since Linux's
+    `ru_maxrss` survives fork and exec (a child started by a parent that once held 1.3 GB reports at least
+    1.3 GB); elsewhere `ru_maxrss` (kilobytes)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -87,6 +115,24 @@ def big_expert_fp8_config(moe_layers: int, experts: int) -> Any:
         vocab_size=8000,
         quantization_config=Fp8BlockQuantization(quant_method="fp8"),
     )
+
+
+def whole_model_records(
+    bench: str, case: str, impl: str, runs: list[dict[str, float]], bandwidth: float
+) -> list[dict[str, Any]]:
+    """One whole-model run's records (bench_model.py, bench_llamacpp.py), each value the median over the
+    rounds' child results; the decode floor is the step's bytes over the measured read `bandwidth`."""
+    result = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    floor_tok_s = bandwidth / result["bytes_per_token"]
+    return [
+        record(bench, case, impl, "prefill_tok_s", result["prefill_tok_s"], "tok/s"),
+        record(bench, case, impl, "decode_tok_s", result["decode_tok_s"], "tok/s"),
+        record(bench, case, impl, "peak_rss", result["peak_rss_gb"], "GB"),
+        record(bench, case, impl, "cache_bytes_per_token", result["cache_bytes_per_token"], "B"),
+        record(bench, case, impl, "achieved_bandwidth", result["achieved_gb_s"], "GB/s"),
+        record(bench, case, impl, "decode_vs_bandwidth_floor", floor_tok_s / result["decode_tok_s"], "x"),
+        record(bench, case, impl, "load_average_1min", result["load_average_1min"], "procs"),
+    ]
 
 
 def interleaved_medians(steps: dict[str, Callable[[], object]], *, warmup: int, reps: int) -> dict[str, float]:

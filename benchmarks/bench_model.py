@@ -35,7 +35,14 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import measured_read_bandwidth, median_seconds, peak_rss_bytes, record, write_records
+from _common import (
+    measured_read_bandwidth,
+    median_seconds,
+    peak_rss_bytes,
+    record,
+    whole_model_records,
+    write_records,
+)
 
 BENCH = "model"
 IMPLS = ("ours", "ours-compiled", "transformers")
@@ -198,18 +205,8 @@ def main() -> int:
                 decode = result["decode_tok_s"]
                 print(f"  {dtype_name:<9} {impl:<14} decode {decode:7.1f} tok/s  load {load_before:.1f}", flush=True)
     for (dtype_name, impl), results in runs.items():
-        result = {key: statistics.median(r[key] for r in results) for key in results[0]}
         case = f"medium {dtype_name} p{prompt_len}+d{new_tokens}"
-        floor_tok_s = bandwidth / result["bytes_per_token"]
-        records += [
-            record(BENCH, case, impl, "prefill_tok_s", result["prefill_tok_s"], "tok/s"),
-            record(BENCH, case, impl, "decode_tok_s", result["decode_tok_s"], "tok/s"),
-            record(BENCH, case, impl, "peak_rss", result["peak_rss_gb"], "GB"),
-            record(BENCH, case, impl, "cache_bytes_per_token", result["cache_bytes_per_token"], "B"),
-            record(BENCH, case, impl, "achieved_bandwidth", result["achieved_gb_s"], "GB/s"),
-            record(BENCH, case, impl, "decode_vs_bandwidth_floor", floor_tok_s / result["decode_tok_s"], "x"),
-            record(BENCH, case, impl, "load_average_1min", result["load_average_1min"], "procs"),
-        ]
+        records += whole_model_records(BENCH, case, impl, results, bandwidth)
     write_records(args.out, records)
     print(machine_line())
     return 0
