@@ -19,18 +19,18 @@ def _query(cfg: ModelConfig) -> list[TensorDecl]:
     rank = cfg.q_lora_rank
     return [
         TensorDecl("q_a_proj.weight", (rank, hidden), "latent_projection", at.LATENT_PROJECTION, True),
-        TensorDecl("q_a_layernorm.weight", (rank,), "norm", at.LATENT_PROJECTION),
+        TensorDecl("q_a_layernorm.weight", (rank,), "norm"),
         TensorDecl("q_b_proj.weight", (heads * cfg.qk_head_dim, rank), "attention", at.query_heads(cfg), True),
     ]
 
 
 def _biases(cfg: ModelConfig) -> list[TensorDecl]:
-    """A row-parallel o_proj adds its bias once, after the sum over ranks: replicated."""
+    """Replicated: a row-parallel projection adds its bias once, after the sum over ranks."""
     out = []
     if cfg.q_lora_rank is not None:
-        out.append(TensorDecl("q_a_proj.bias", (cfg.q_lora_rank,), "latent_projection", at.LATENT_PROJECTION))
+        out.append(TensorDecl("q_a_proj.bias", (cfg.q_lora_rank,), "latent_projection"))
     out += [
-        TensorDecl("kv_a_proj_with_mqa.bias", (cfg.latent_cache_width,), "latent_projection", at.LATENT_PROJECTION),
+        TensorDecl("kv_a_proj_with_mqa.bias", (cfg.latent_cache_width,), "latent_projection"),
         TensorDecl("o_proj.bias", (cfg.hidden_size,), "attention"),
     ]
     return out
@@ -48,7 +48,7 @@ def attention_tensors(cfg: ModelConfig) -> tuple[TensorDecl, ...]:
             at.LATENT_PROJECTION,
             True,
         ),
-        TensorDecl("kv_a_layernorm.weight", (cfg.kv_lora_rank,), "norm", at.LATENT_PROJECTION),
+        TensorDecl("kv_a_layernorm.weight", (cfg.kv_lora_rank,), "norm"),
         TensorDecl("kv_b_proj.weight", kv_b_shape, "attention", at.kv_heads(cfg), True),
         TensorDecl("o_proj.weight", (hidden, heads * cfg.v_head_dim), "attention", at.output_heads(cfg), True),
         *(_biases(cfg) if cfg.attention_bias else []),

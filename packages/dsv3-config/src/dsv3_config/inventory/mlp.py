@@ -45,7 +45,7 @@ def moe_tensors(cfg: ModelConfig) -> tuple[TensorDecl, ...]:
     experts, hidden = cfg.n_routed_experts, cfg.hidden_size
     out = [TensorDecl("gate.weight", (experts, hidden), "router", at.ROUTER)]
     if cfg.topk_method == "noaux_tc":
-        out.append(TensorDecl("gate.e_score_correction_bias", (experts,), "router", at.ROUTER, dtype="float32"))
+        out.append(TensorDecl("gate.e_score_correction_bias", (experts,), "router", dtype="float32"))
     out += expert_stacks(cfg)
     if cfg.n_shared_experts:
         shared = swiglu_tensors(hidden, cfg.moe_intermediate_size * cfg.n_shared_experts, "shared_experts")

@@ -12,10 +12,10 @@ from dsv3_config.shard_plan import REPLICATED, Placement, Split
 TP_ROWS: Placement = (Split(dim=0, mesh_axis="tp"),)  # column-parallel: output features split
 TP_COLUMNS: Placement = (Split(dim=1, mesh_axis="tp"),)  # row-parallel: input features split
 
-# q_a_proj and kv_a_proj_with_mqa (and their biases, norms): computed whole on every rank, because the
-# latent is shared by all heads.
+# The q_a_proj and kv_a_proj_with_mqa weights: computed whole on every rank, because the latent is shared
+# by all heads (their biases and the latent norms are replicated whatever this is).
 LATENT_PROJECTION: Placement = REPLICATED
-# The router's weight and correction bias: every rank routes every token.
+# The router's weight: every rank routes every token (its correction bias is replicated whatever this is).
 ROUTER: Placement = REPLICATED
 # Embedding split across the hidden dim (NxD `ParallelEmbedding(shard_across_embedding=True)`),
 # lm_head across the vocab.
