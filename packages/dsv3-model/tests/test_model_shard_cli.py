@@ -1,6 +1,7 @@
 """`dsv3 shard`: NxDI per-rank files from an FP8 checkpoint, without NxD/NxDI installed.
 
-The reference is computed here by hand from the source checkpoint: each FP8 weight dequantized whole
+The reference is computed here by hand from the source checkpoint's own tensors (its key list and each rank's
+slice too, not taken from the code under test): each FP8 weight dequantized whole
 (`dequantize_fp8_blocks`), the router renamed, experts stacked as NxD's `gate_up_proj` [E, H, 2I] =
 cat(gate.T, up.T) and `down_proj` [E, I, H] = down.T, rank vectors arange, and under expert parallelism
 each rank's `local_expert_indices` row. It must equal what the in-memory `convert_state_dict` (NxDI's path)
@@ -21,8 +22,7 @@ from safetensors.torch import load_file
 from dsv3_config import ModelConfig, preset
 from dsv3_model.cli.main import main
 from dsv3_model.nxdi_checkpoint import per_rank_files
-from dsv3_model.nxdi_checkpoint.shard_plan import nxdi_shard_plan
-from dsv3_model.nxdi_checkpoint.state_dict import EXPERTS, convert_state_dict, expected_keys
+from dsv3_model.nxdi_checkpoint.state_dict import convert_state_dict, expected_keys
 from dsv3_weights import CheckpointReader, dequantize_fp8_blocks, make_checkpoint
 
 TP = 2
@@ -49,52 +49,78 @@ def _hf_tensors(src: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     return out
 
 
+# NxDI's names for the router (docs/nxdi-contract.md section 8), written out here.
+ROUTER_NAMES = {
+    "mlp.gate.weight": "mlp.router.linear_router.weight",
+    "mlp.gate.e_score_correction_bias": "mlp.router.e_score_correction_bias",
+}
+GATE_UP, DOWN = "mlp.expert_mlps.mlp_op.gate_up_proj.weight", "mlp.expert_mlps.mlp_op.down_proj.weight"
+STACKS = (GATE_UP, DOWN)
+# The tp split dim of each non-expert tensor by its name's ending, by hand: heads split the query and kv_b
+# rows and the o_proj columns; column-parallel gate/up, row-parallel down; the embedding across hidden
+# (`shard_across_embedding`), lm_head across the vocab; the rank vectors one entry (or row) per rank.
+# Everything else (norms, q_a_proj, kv_a_proj_with_mqa, the router) is whole on every rank.
+SPLIT_DIM = {
+    "q_b_proj.weight": 0,
+    "q_proj.weight": 0,
+    "kv_b_proj.weight": 0,
+    "o_proj.weight": 1,
+    "gate_proj.weight": 0,
+    "up_proj.weight": 0,
+    "down_proj.weight": 1,
+    "embed_tokens.weight": 1,
+    "lm_head.weight": 0,
+    "rank_util.rank": 0,
+    "spmd_rank.rank": 0,
+    "spmd_rank.local_expert_indices": 0,
+}
+
+
 def _reference(
     cfg: ModelConfig, hf: dict[str, torch.Tensor], dtype: torch.dtype, tp: int, ep: int
 ) -> dict[str, torch.Tensor]:
-    """The converted checkpoint, by hand (see the module docstring)."""
-    ref = {}
+    """The converted checkpoint, by hand from the HF tensors (see the module docstring): every non-MTP HF
+    tensor under its own name or the router's NxDI name, each MoE layer's experts stacked, the rank vectors."""
+    ref: dict[str, torch.Tensor] = {"rank_util.rank": torch.arange(tp, dtype=torch.int32)}  # world size == tp
     per_rank = cfg.n_routed_experts // ep
-    for key in expected_keys(cfg, ep):
-        layer = ".".join(key.split(".")[:2]) + "."
-        experts = [f"{layer}mlp.experts.{e}." for e in range(cfg.n_routed_experts)]
-        if key.endswith(("rank_util.rank", "spmd_rank.rank")):  # world size == tp here
-            ref[key] = torch.arange(tp, dtype=torch.int32)
-        elif key.endswith("spmd_rank.local_expert_indices"):  # ranks r*tp/ep .. hold expert block r
+    for key, tensor in hf.items():
+        layer = key.split(".")[1] if key.startswith("layers.") else None
+        if (layer is not None and int(layer) >= cfg.num_hidden_layers) or ".mlp.experts." in key:
+            continue  # MTP layer; routed experts are stacked below
+        local = key.removeprefix(f"layers.{layer}.") if layer is not None else key
+        ref[key.removesuffix(local) + ROUTER_NAMES.get(local, local)] = tensor
+    for layer in range(cfg.first_k_dense_replace, cfg.num_hidden_layers):
+        experts = [f"layers.{layer}.mlp.experts.{e}." for e in range(cfg.n_routed_experts)]
+        prefix = f"layers.{layer}."
+        ref[prefix + GATE_UP] = torch.stack(
+            [torch.cat([hf[f"{p}gate_proj.weight"].T, hf[f"{p}up_proj.weight"].T], 1) for p in experts]
+        )
+        ref[prefix + DOWN] = torch.stack([hf[f"{p}down_proj.weight"].T for p in experts])
+        ref[prefix + "mlp.expert_mlps.spmd_rank.rank"] = torch.arange(tp, dtype=torch.int32)
+        if ep > 1:  # ranks r*tp/ep .. hold expert block r
             blocks = [[b * per_rank + j for j in range(per_rank)] for b in range(ep)]
-            ref[key] = torch.tensor([blocks[rank // (tp // ep)] for rank in range(tp)], dtype=torch.int32)
-        elif key.endswith(f"{EXPERTS}.gate_up_proj.weight"):
-            ref[key] = torch.stack(
-                [torch.cat([hf[f"{p}gate_proj.weight"].T, hf[f"{p}up_proj.weight"].T], 1) for p in experts]
-            )
-        elif key.endswith(f"{EXPERTS}.down_proj.weight"):
-            ref[key] = torch.stack([hf[f"{p}down_proj.weight"].T for p in experts])
-        else:
-            ref[key] = hf[key.replace("mlp.router.linear_router.", "mlp.gate.").replace("mlp.router.", "mlp.gate.")]
-        ref[key] = ref[key].to(dtype) if ref[key].is_floating_point() else ref[key]
-    return ref
+            rows = [blocks[rank // (tp // ep)] for rank in range(tp)]
+            ref[prefix + "mlp.expert_mlps.spmd_rank.local_expert_indices"] = torch.tensor(rows, dtype=torch.int32)
+    return {key: t.to(dtype) if t.is_floating_point() else t for key, t in ref.items()}
 
 
-def _rank_piece(key: str, full: torch.Tensor, rank: int, cfg: ModelConfig, tp: int, ep: int) -> torch.Tensor:
+def _rank_piece(key: str, full: torch.Tensor, rank: int, tp: int, ep: int) -> torch.Tensor:
     """What rank `rank` must hold of `full`, by hand: expert stacks keep expert block `rank // (tp/ep)` and
-    intermediate slice `rank % (tp/ep)` (of gate and of up); other split tensors the rank-th slice of each part."""
+    intermediate slice `rank % (tp/ep)` (of gate and of up); other tensors the rank-th slice along
+    `SPLIT_DIM`, or all of it."""
     moe_tp = tp // ep
     if key.endswith(STACKS):
         per_rank = full.shape[0] // ep
         block = full.narrow(0, rank // moe_tp * per_rank, per_rank)
-        dim, parts = (2, 2) if key.endswith("gate_up_proj.weight") else (1, 1)
+        dim, parts = (2, 2) if key.endswith(GATE_UP) else (1, 1)
         part = block.shape[dim] // parts
         width = part // moe_tp
         return torch.cat([block.narrow(dim, p * part + rank % moe_tp * width, width) for p in range(parts)], dim)
-    (split,) = nxdi_shard_plan(cfg, ep)[key] or (None,)
-    if split is None:
+    dim = next((d for ending, d in SPLIT_DIM.items() if key.endswith(ending)), None)
+    if dim is None:
         return full
-    part = full.shape[split.dim] // split.parts
-    width = part // tp
-    return torch.cat([full.narrow(split.dim, p * part + rank * width, width) for p in range(split.parts)], split.dim)
-
-
-STACKS = (f"{EXPERTS}.gate_up_proj.weight", f"{EXPERTS}.down_proj.weight")
+    width = full.shape[dim] // tp
+    return full.narrow(dim, rank * width, width)
 
 
 @pytest.mark.parametrize(("dtype", "tp", "ep"), [("fp32", 2, 1), ("bf16", 2, 1), ("bf16", 2, 2), ("fp32", 4, 2)])
@@ -109,6 +135,7 @@ def test_rank_files_hold_their_slices_of_the_converted_checkpoint(
     assert names == sorted(f"tp{r}_sharded_checkpoint.safetensors" for r in range(tp))
     hf = _hf_tensors(fp8_checkpoint, DTYPES[dtype])
     reference = _reference(cfg, hf, DTYPES[dtype], tp, ep)
+    assert sorted(expected_keys(cfg, ep)) == sorted(reference)
     in_memory = convert_state_dict(dict(hf), cfg, DTYPES[dtype], tp, tp, ep_degree=ep)
     assert set(in_memory) == set(reference)
     for key, full in reference.items():
@@ -118,12 +145,12 @@ def test_rank_files_hold_their_slices_of_the_converted_checkpoint(
         tensors = load_file(str(tmp_path / "weights" / f"tp{rank}_sharded_checkpoint.safetensors"))
         assert set(tensors) == set(reference), rank
         for key, full in reference.items():
-            expected = _rank_piece(key, full, rank, cfg, tp, ep)
+            expected = _rank_piece(key, full, rank, tp, ep)
             assert tensors[key].dtype == expected.dtype, key
             assert torch.equal(tensors[key], expected), (rank, key)
     # tiny: 16 experts, I = 48 (FP8 blocks of 32 rows). tp=2 cuts I inside a block (partial-block dequantization);
     # ep=2 keeps 8 experts per rank.
-    gate_up_shape = tensors[f"layers.1.{EXPERTS}.gate_up_proj.weight"].shape
+    gate_up_shape = tensors[f"layers.1.{GATE_UP}"].shape
     assert gate_up_shape == (16 // ep, 64, 2 * 48 // (tp // ep))
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from dsv3_config import ModelConfig
+from dsv3_model.nxdi_checkpoint.key_map import HF_MODEL_PREFIX
 from dsv3_model.nxdi_checkpoint.shard_plan import NxdiRanks, nxdi_shard_plan
 from dsv3_model.nxdi_checkpoint.state_dict import (
     SCALE_SUFFIX,
@@ -55,7 +56,6 @@ from dsv3_weights.writer import OutputTensor, write_shard
 
 WEIGHTS_DIR = "weights"
 MANIFEST_NAME = "dsv3-shard-manifest.json"
-HF_MODEL_PREFIX = "model."
 Ranges = list[list[tuple[int, int]]]  # per dim, the [start, end) pieces a rank keeps
 
 
@@ -84,7 +84,7 @@ def write_per_rank_files(
     with CheckpointReader(src) as reader:
         cfg = check_source(reader)
         hf_key = {key.removeprefix(HF_MODEL_PREFIX): key for key in reader}
-        tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, lambda key: reader.shape(hf_key[key]), ep_degree)
+        tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, ep_degree)  # shapes checked by check_source
         plan = nxdi_shard_plan(cfg, ep_degree)
         by_name = {tensor.name: tensor for tensor in tensors}
         rank_ranges = [

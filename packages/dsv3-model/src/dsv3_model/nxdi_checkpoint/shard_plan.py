@@ -2,15 +2,11 @@
 `dsv3 shard` can write the per-rank files NxDI loads (`weights/tp{rank}_sharded_checkpoint.safetensors`)
 with `dsv3_weights.shard_tensor` instead of NxD's whole-checkpoint `shard_checkpoint`.
 
-It restates the layer packages' plans under the NxDI key names of `state_dict.py`: attention is
-`dsv3_mla.mla_shard_plan` (latent projections row-parallel), dense MLPs and shared experts
-`dsv3_moe.mlp_shard_plan`, the router weight `dsv3_moe.moe_shard_plan`'s (split by expert); the routed experts
-follow `dsv3_moe.moe_shard_plan` transposed to NxD's stacks (`gate_up_proj` [E, H, 2I]: tp splits
-dim 2 in two parts, gate and up; `down_proj` [E, I, H]: tp splits dim 1); the embedding is split
-across the hidden dim (`ParallelEmbedding(shard_across_embedding=True)`), `lm_head` across the vocab,
-and each `SPMDRank` vector `arange(world)` gives every rank its own index. NxD's slicing of the same
-modules (`partition_dim`/`stride`, NxD `trace/trace.py:737-825`) must agree; the CPU suite checks it
-key for key and bit for bit against NxD's `shard_checkpoint`.
+It is a view: each weight's placement is `key_map.nxdi_tensors`' (the layer packages' plans, the inventory's
+for the embedding, norms and lm_head, permuted to NxD's expert stacks: `gate_up_proj` [E, H, 2I] splits dim 2
+in two parts, gate and up, `down_proj` [E, I, H] dim 1); each `SPMDRank` vector `arange(world)` gives every
+rank its own index. NxD's slicing of the same modules (`partition_dim`/`stride`, NxD `trace/trace.py:737-825`)
+must agree; the CPU suite checks it key for key and bit for bit against NxD's `shard_checkpoint`.
 
 Expert parallelism (NeuronConfig `moe_ep_degree` = ep, `moe_tp_degree` = tp / ep): every tensor but the
 routed-expert stacks stays split over all tp ranks; the stacks are split over ep along the expert dim
@@ -25,19 +21,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsv3_config import REPLICATED, LayerKind, MeshCoordinate, ModelConfig, ShardPlan, Split, prefixed
-from dsv3_mla import mla_shard_plan
-from dsv3_model.nxdi_checkpoint.state_dict import EXPERTS, LOCAL_EXPERTS_KEY, SPMD_RANK_KEYS
-from dsv3_moe import mlp_shard_plan, moe_shard_plan
+import torch
+
+from dsv3_config import MeshCoordinate, ModelConfig, ShardPlan, Split
+from dsv3_model.nxdi_checkpoint.key_map import EXPERT_STACK_KEYS, nxdi_tensors
+from dsv3_model.nxdi_checkpoint.state_dict import Kind, neuron_tensors
 
 TP_VECTOR = (Split(dim=0, mesh_axis="tp"),)
 # NxD groups 32 contiguous ranks differently on trn2 once 64 ranks run at logical core size 2 (its
 # `get_logic_chosen` LOGIC2, NxD parallel_state.py:341-385); the expert placement below is LOGIC1's.
 NXD_LOGIC2_GROUP = 32
 NXD_LOGIC2_WORLD = 64
-ROUTED_EXPERT_STACKS = (f"{EXPERTS}.gate_up_proj.weight", f"{EXPERTS}.down_proj.weight")
-EXPERT_BLOCKS = Split(dim=0, mesh_axis="ep")
-ROUTER_WEIGHT = "gate.weight"  # `moe_shard_plan`'s name for NxD's `mlp.router.linear_router.weight`
 
 
 @dataclass(frozen=True)
@@ -67,7 +61,7 @@ class NxdiRanks:
         """Rank `rank`'s position for tensor `name`: routed-expert stacks on the MoE mesh, the rest on tp."""
         if not 0 <= rank < self.tp_degree:
             raise ValueError(f"rank {rank} outside tp_degree={self.tp_degree}")
-        if name.endswith(ROUTED_EXPERT_STACKS):
+        if name.endswith(EXPERT_STACK_KEYS):
             return MeshCoordinate(
                 tp_rank=rank % self.moe_tp, tp_size=self.moe_tp, ep_rank=rank // self.moe_tp, ep_size=self.ep_degree
             )
@@ -76,29 +70,7 @@ class NxdiRanks:
 
 def nxdi_shard_plan(cfg: ModelConfig, ep_degree: int = 1) -> ShardPlan:
     """Placement of every key `convert_hf_to_neuron_state_dict` produces (for `NxdiRanks.coordinate`)."""
-    plan: ShardPlan = {
-        "embed_tokens.weight": (Split(dim=1, mesh_axis="tp"),),
-        "norm.weight": REPLICATED,
-        "lm_head.weight": (Split(dim=0, mesh_axis="tp"),),
-        "rank_util.rank": TP_VECTOR,
-    }
-    attention, moe = mla_shard_plan(cfg), moe_shard_plan(cfg)
-    for layer in range(cfg.num_hidden_layers):
-        prefix = f"layers.{layer}."
-        plan.update(prefixed(attention, f"{prefix}self_attn."))
-        plan[f"{prefix}input_layernorm.weight"] = REPLICATED
-        plan[f"{prefix}post_attention_layernorm.weight"] = REPLICATED
-        if cfg.layer_kind(layer) == LayerKind.DENSE:
-            plan.update(prefixed(mlp_shard_plan(), f"{prefix}mlp."))
-            continue
-        plan[f"{prefix}mlp.router.linear_router.weight"] = moe[ROUTER_WEIGHT]
-        if cfg.topk_method == "noaux_tc":
-            plan[f"{prefix}mlp.router.e_score_correction_bias"] = REPLICATED
-        plan[f"{prefix}{EXPERTS}.gate_up_proj.weight"] = (EXPERT_BLOCKS, Split(dim=2, mesh_axis="tp", parts=2))
-        plan[f"{prefix}{EXPERTS}.down_proj.weight"] = (EXPERT_BLOCKS, Split(dim=1, mesh_axis="tp"))
-        plan.update({f"{prefix}{key}": TP_VECTOR for key in SPMD_RANK_KEYS})
-        if ep_degree > 1:
-            plan[f"{prefix}{LOCAL_EXPERTS_KEY}"] = TP_VECTOR
-        if cfg.n_shared_experts:
-            plan.update(prefixed(mlp_shard_plan(), f"{prefix}mlp.shared_experts."))
+    plan: ShardPlan = {tensor.name: tensor.placement for tensor in nxdi_tensors(cfg)}
+    vectors = neuron_tensors(cfg, torch.float32, 1, max(1, ep_degree), ep_degree)
+    plan.update({tensor.name: TP_VECTOR for tensor in vectors if tensor.kind not in (Kind.COPY, Kind.STACKED)})
     return plan

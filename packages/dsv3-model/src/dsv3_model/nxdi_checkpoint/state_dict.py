@@ -1,15 +1,13 @@
 """HF checkpoint -> the key layout of `NeuronDsv3Model` (after NxDI strips the leading `model.`).
 
-Attention, norms, embeddings, `lm_head`, dense MLPs and shared experts keep HF's names. MoE layers
-are renamed to NxDI's `initialize_moe_module` layout (docs/nxdi-contract.md section 8): `mlp.gate.weight`
--> `mlp.router.linear_router.weight`, `mlp.gate.e_score_correction_bias` ->
-`mlp.router.e_score_correction_bias`, per-expert `gate_proj`/`up_proj` [I, H] -> one
-`mlp.expert_mlps.mlp_op.gate_up_proj.weight` [E, H, 2I] (gate in `[..., :I]`), `down_proj` [H, I] ->
-`mlp.expert_mlps.mlp_op.down_proj.weight` [E, I, H]. MTP layers (index >= num_hidden_layers) are
-dropped; the `SPMDRank` vectors (`rank_util.rank`, each MoE layer's `expert_mlps.spmd_rank.rank`, and under
-expert parallelism its `spmd_rank.local_expert_indices`) are added. Floating tensors come out in the NxDI
-dtype (what NxDI's `checkpoint_loader_fn` and ModelBuilder's `cast_weights` cast them to); FP8
-block-quantized weights (`*.weight` + `*.weight_scale_inv`) are dequantized with dsv3-weights straight into it.
+The keys, shapes and sources are `key_map.nxdi_tensors`, a view of the inventory: HF's names except the
+MoE router and the routed-expert stacks, which NxD renames and stores transposed (`gate_up_proj` [E, H, 2I]
+with gate in `[..., :I]`, `down_proj` [E, I, H]), stacked from the per-expert HF tensors as the inventory's
+`ExpertStack` says. MTP layers (index >= num_hidden_layers) are dropped; the `SPMDRank` vectors
+(`rank_util.rank`, each MoE layer's `expert_mlps.spmd_rank.rank`, and under expert parallelism its
+`spmd_rank.local_expert_indices`) are added. Floating tensors come out in the NxDI dtype (what NxDI's
+`checkpoint_loader_fn` and ModelBuilder's `cast_weights` cast them to); FP8 block-quantized weights
+(`*.weight` + `*.weight_scale_inv`) are dequantized with dsv3-weights straight into it.
 
 One conversion serves two callers: `convert_tensor` computes any box `[start, end)` per dim of one
 converted tensor from a `SourceRead` (HF name, slices -> dequantized values). NxDI's in-memory path
@@ -30,18 +28,18 @@ from typing import Any
 
 import torch
 
-from dsv3_config import LayerKind, ModelConfig
-from dsv3_mla import mla_shard_plan
+from dsv3_config import ModelConfig
+from dsv3_config.inventory import ExpertStack, unstacked
+from dsv3_model.nxdi_checkpoint.key_map import EXPERTS, layer_and_local, nxdi_tensors
 from dsv3_weights.fp8 import dequantize_fp8_blocks
 
 SCALE_SUFFIX = "_scale_inv"
-
-EXPERTS = "mlp.expert_mlps.mlp_op"
 # SPMDRank vectors of each MoE layer (ExpertMLPsV2's own; NxD's preshard hook writes the same values,
 # NxD modules/moe/expert_mlps_v2.py:197-207, :1501-1513), relative to the layer.
 SPMD_RANK_KEYS = ("mlp.expert_mlps.spmd_rank.rank",)
 # Under expert parallelism: [world, E / ep] int32, row r the experts rank r holds (NxD `create_spmd_ranks`).
 LOCAL_EXPERTS_KEY = "mlp.expert_mlps.spmd_rank.local_expert_indices"
+TP_RANKS_KEY = "rank_util.rank"
 
 Box = tuple[tuple[int, int], ...]  # [start, end) per dimension
 SourceRead = Callable[[str, tuple[slice, ...]], torch.Tensor]  # HF name (no `model.`), slices -> values
@@ -49,8 +47,7 @@ SourceRead = Callable[[str, tuple[slice, ...]], torch.Tensor]  # HF name (no `mo
 
 class Kind(Enum):
     COPY = "copy"  # the source tensor itself (possibly renamed)
-    GATE_UP = "gate_up"  # [E, H, 2I] from each expert's gate_proj / up_proj [I, H]
-    DOWN = "down"  # [E, I, H] from each expert's down_proj [H, I]
+    STACKED = "stacked"  # [E, in, out]: each expert's HF sources concatenated (rows), transposed
     TP_RANKS = "tp_ranks"  # arange(tp_degree), int32
     WORLD_RANKS = "world_ranks"  # arange(world_size), int32
     LOCAL_EXPERTS = "local_experts"  # [world, E / ep] int32: rank r holds experts of block r // (world / ep)
@@ -64,89 +61,65 @@ class NeuronTensor:
     shape: tuple[int, ...]
     dtype: torch.dtype
     kind: Kind
-    source: str  # COPY: the HF key; GATE_UP/DOWN: the layer's `layers.{i}.mlp.experts.`; ranks: ""
-    num_experts: int = 0
+    source: str = ""  # COPY: the HF key (no `model.`)
+    stack: ExpertStack | None = None  # STACKED: the per-expert HF tensors
+    num_experts: int = 0  # LOCAL_EXPERTS
 
     def source_keys(self) -> list[str]:
         if self.kind == Kind.COPY:
             return [self.source]
-        if self.kind not in (Kind.GATE_UP, Kind.DOWN):  # computed from the layout alone
-            return []
-        projs = ("gate_proj", "up_proj") if self.kind == Kind.GATE_UP else ("down_proj",)
-        return [f"{self.source}{e}.{proj}.weight" for e in range(self.num_experts) for proj in projs]
+        return [] if self.stack is None else self.stack.all_source_keys()
 
 
-def _key_sources(cfg: ModelConfig, ep_degree: int) -> list[tuple[str, Kind, str]]:
-    """(converted key, kind, source) of every tensor `NeuronDsv3Model` loads, in checkpoint order."""
-    copy = Kind.COPY
-    out = [(name, copy, name) for name in ("embed_tokens.weight", "norm.weight", "lm_head.weight")]
-    out.append(("rank_util.rank", Kind.TP_RANKS, ""))
-    attention = [f"self_attn.{name}" for name in mla_shard_plan(cfg)]
-    mlp = [f"{proj}.weight" for proj in ("gate_proj", "up_proj", "down_proj")]
-    for layer in range(cfg.num_hidden_layers):
-        prefix = f"layers.{layer}."
-        names = [*attention, "input_layernorm.weight", "post_attention_layernorm.weight"]
-        if cfg.layer_kind(layer) == LayerKind.DENSE:
-            out += [(f"{prefix}{name}", copy, f"{prefix}{name}") for name in [*names, *(f"mlp.{p}" for p in mlp)]]
+def _rank_vectors(cfg: ModelConfig, layer: int, ep_degree: int) -> list[tuple[str, Kind]]:
+    """The SPMDRank vectors an MoE layer's experts carry."""
+    prefix = f"layers.{layer}."
+    out = [(f"{prefix}{key}", Kind.WORLD_RANKS) for key in SPMD_RANK_KEYS]
+    if ep_degree > 1:
+        out.append((f"{prefix}{LOCAL_EXPERTS_KEY}", Kind.LOCAL_EXPERTS))
+    return out
+
+
+def neuron_tensors(
+    cfg: ModelConfig, dtype: torch.dtype, tp_degree: int, world_size: int, ep_degree: int = 1
+) -> list[NeuronTensor]:
+    """The converted checkpoint as data, in checkpoint order (each MoE layer's rank vectors after its experts)."""
+    experts = cfg.n_routed_experts
+    if ep_degree > 1 and experts % ep_degree:
+        raise ValueError(f"ep_degree={ep_degree} does not divide n_routed_experts={experts}")
+    if ep_degree > 1 and world_size % ep_degree:
+        raise ValueError(f"ep_degree={ep_degree} does not divide the world size {world_size}")
+    out = [NeuronTensor(TP_RANKS_KEY, (tp_degree,), torch.int32, Kind.TP_RANKS)]
+    for tensor in nxdi_tensors(cfg):
+        stack = tensor.decl.stacked_from
+        if stack is None:
+            out.append(NeuronTensor(tensor.name, tensor.shape, dtype, Kind.COPY, source=tensor.decl.name))
             continue
-        if cfg.n_shared_experts:
-            names += [f"mlp.shared_experts.{p}" for p in mlp]
-        out += [(f"{prefix}{name}", copy, f"{prefix}{name}") for name in names]
-        out.append((f"{prefix}mlp.router.linear_router.weight", copy, f"{prefix}mlp.gate.weight"))
-        if cfg.topk_method == "noaux_tc":
-            out.append(
-                (f"{prefix}mlp.router.e_score_correction_bias", copy, f"{prefix}mlp.gate.e_score_correction_bias")
-            )
-        out.append((f"{prefix}{EXPERTS}.gate_up_proj.weight", Kind.GATE_UP, f"{prefix}mlp.experts."))
-        out.append((f"{prefix}{EXPERTS}.down_proj.weight", Kind.DOWN, f"{prefix}mlp.experts."))
-        out += [(f"{prefix}{key}", Kind.WORLD_RANKS, "") for key in SPMD_RANK_KEYS]
-        if ep_degree > 1:
-            out.append((f"{prefix}{LOCAL_EXPERTS_KEY}", Kind.LOCAL_EXPERTS, ""))
+        if stack.concat_dim != 0:
+            raise ValueError(f"{tensor.name}: NxD stacks concatenate the expert sources by rows")
+        out.append(NeuronTensor(tensor.name, tensor.shape, dtype, Kind.STACKED, stack=stack))
+        if tensor.name.endswith(f"{EXPERTS}.down_proj.weight"):
+            for name, kind in _rank_vectors(cfg, layer_and_local(tensor.name)[0], ep_degree):
+                shape = (world_size, experts // ep_degree) if kind == Kind.LOCAL_EXPERTS else (world_size,)
+                out.append(NeuronTensor(name, shape, torch.int32, kind, num_experts=experts))
     return out
 
 
 def expected_keys(cfg: ModelConfig, ep_degree: int = 1) -> list[str]:
     """Every tensor `NeuronDsv3Model` loads from a converted checkpoint (rank keys included)."""
-    return [name for name, _, _ in _key_sources(cfg, ep_degree)]
+    return [tensor.name for tensor in neuron_tensors(cfg, torch.float32, 1, max(1, ep_degree), ep_degree)]
 
 
-def required_sources(cfg: ModelConfig) -> list[str]:
-    """The HF keys (without `model.`) the conversion reads, FP8 scales aside."""
-    return [key for tensor in neuron_tensors(cfg, torch.float32, 1, 1, _no_shape) for key in tensor.source_keys()]
+def required_sources(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The HF keys (without `model.`) the conversion reads, FP8 scales aside, with their shapes."""
+    return {decl.name: decl.shape for decl in unstacked([tensor.decl for tensor in nxdi_tensors(cfg)])}
 
 
-def _no_shape(name: str) -> tuple[int, ...]:
-    return ()
-
-
-def neuron_tensors(
-    cfg: ModelConfig,
-    dtype: torch.dtype,
-    tp_degree: int,
-    world_size: int,
-    source_shape: Callable[[str], tuple[int, ...]],
-    ep_degree: int = 1,
-) -> list[NeuronTensor]:
-    """The converted checkpoint as data; `source_shape(hf_key)` gives a copied tensor's shape."""
-    hidden, inter, experts = cfg.hidden_size, cfg.moe_intermediate_size, cfg.n_routed_experts
-    out = []
-    for name, kind, source in _key_sources(cfg, ep_degree):
-        if kind == Kind.COPY:
-            out.append(NeuronTensor(name, source_shape(source), dtype, kind, source))
-        elif kind == Kind.GATE_UP:
-            out.append(NeuronTensor(name, (experts, hidden, 2 * inter), dtype, kind, source, experts))
-        elif kind == Kind.DOWN:
-            out.append(NeuronTensor(name, (experts, inter, hidden), dtype, kind, source, experts))
-        elif kind == Kind.LOCAL_EXPERTS:
-            if experts % ep_degree:
-                raise ValueError(f"ep_degree={ep_degree} does not divide n_routed_experts={experts}")
-            if world_size % ep_degree:
-                raise ValueError(f"ep_degree={ep_degree} does not divide the world size {world_size}")
-            out.append(NeuronTensor(name, (world_size, experts // ep_degree), torch.int32, kind, source, experts))
-        else:
-            size = tp_degree if kind == Kind.TP_RANKS else world_size
-            out.append(NeuronTensor(name, (size,), torch.int32, kind, source))
-    return out
+def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], origin: str) -> None:
+    """Every source tensor shaped as the config implies (a larger one would be silently cut)."""
+    for key, shape in required_sources(cfg).items():
+        if shapes[key] != shape:
+            raise ValueError(f"{origin} tensor {key} has shape {shapes[key]}, the config implies {shape}")
 
 
 def convert_tensor(tensor: NeuronTensor, box: Box, read: SourceRead) -> torch.Tensor:
@@ -172,17 +145,18 @@ def convert_tensor(tensor: NeuronTensor, box: Box, read: SourceRead) -> torch.Te
 
 
 def _expert(tensor: NeuronTensor, e: int, box: list[tuple[int, int]], read: SourceRead) -> torch.Tensor:
-    """Expert `e`'s part of a GATE_UP [H, 2I] or DOWN [I, H] stack, as the transposed HF weights."""
+    """Expert `e`'s part `[r0:r1, c0:c1]` of a stack, NxD's transpose of `cat(sources, dim=0)`: column c
+    of NxD's layout is row c of the concatenation, which lies in source `c // width`."""
+    assert tensor.stack is not None
     (r0, r1), (c0, c1) = box
-    prefix = f"{tensor.source}{e}."
-    if tensor.kind == Kind.DOWN:
-        return read(f"{prefix}down_proj.weight", (slice(c0, c1), slice(r0, r1))).T
-    inter = tensor.shape[2] // 2
+    sources = tensor.stack.source_keys(e)
+    width = tensor.shape[2] // len(sources)
     parts = []
-    for proj, low in (("gate_proj", 0), ("up_proj", inter)):
-        start, end = max(c0, low), min(c1, low + inter)
+    for k, name in enumerate(sources):
+        low = k * width
+        start, end = max(c0, low), min(c1, low + width)
         if start < end:
-            parts.append(read(f"{prefix}{proj}.weight", (slice(start - low, end - low), slice(r0, r1))).T)
+            parts.append(read(name, (slice(start - low, end - low), slice(r0, r1))).T)
     return torch.cat(parts, dim=1)
 
 
@@ -240,7 +214,8 @@ def convert_state_dict(
             weight = dequantize_fp8_blocks(weight, scale, block, dtype)
         return weight[slices]
 
-    tensors = neuron_tensors(cfg, dtype, tp_degree, world_size, lambda key: tuple(state_dict[key].shape), ep_degree)
+    check_shapes(cfg, {key: tuple(tensor.shape) for key, tensor in state_dict.items()}, "checkpoint")
+    tensors = neuron_tensors(cfg, dtype, tp_degree, world_size, ep_degree)
     converted = {}
     for tensor in tensors:
         converted[tensor.name] = convert_tensor(tensor, tuple((0, size) for size in tensor.shape), read)
@@ -253,5 +228,4 @@ def convert_state_dict(
 
 
 def layer_index(key: str) -> int:
-    parts = key.split(".")
-    return int(parts[1]) if parts[0] == "layers" and len(parts) > 1 and parts[1].isdigit() else -1
+    return layer_and_local(key)[0]
