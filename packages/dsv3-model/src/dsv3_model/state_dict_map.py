@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from dsv3_config import ModelConfig
+
+if TYPE_CHECKING:
+    from dsv3_moe import ExpertStackingRule
 
 TensorSource = Callable[[str], torch.Tensor]
 
@@ -38,15 +42,18 @@ class StackedSource:
 Source = str | StackedSource
 
 
-def checkpoint_sources(cfg: ModelConfig, target_keys: Iterable[str], available: set[str]) -> dict[str, Source]:
+def checkpoint_sources(
+    cfg: ModelConfig, target_keys: Iterable[str], available: set[str], extra_rules: Iterable[ExpertStackingRule] = ()
+) -> dict[str, Source]:
     """The HF source of each target key of our model's state dict.
 
     A stacked key already present in the source (transformers 5 keeps experts fused in memory) is
-    taken as is; otherwise it is stacked from the per-expert tensors that checkpoints hold.
+    taken as is; otherwise it is stacked from the per-expert tensors that checkpoints hold, by dsv3-moe's
+    rules and `extra_rules` (e.g. the FP8 scales of experts kept resident, `dsv3_model.fp8_resident`).
     """
     from dsv3_moe import expert_stacking_rules
 
-    rules = {rule.target: rule for rule in expert_stacking_rules(cfg)}
+    rules = {rule.target: rule for rule in (*expert_stacking_rules(cfg), *extra_rules)}
     sources: dict[str, Source] = {}
     for key in target_keys:
         prefix, _, local = key.partition(".mlp.")
@@ -70,10 +77,16 @@ def _without_tied_aliases(targets: dict[str, torch.Tensor], available: set[str])
 
 
 @torch.no_grad()
-def fill_model(model: nn.Module, cfg: ModelConfig, get: TensorSource, available: set[str]) -> None:
+def fill_model(
+    model: nn.Module,
+    cfg: ModelConfig,
+    get: TensorSource,
+    available: set[str],
+    extra_rules: Iterable[ExpertStackingRule] = (),
+) -> None:
     """Copy every parameter and buffer from `get`; raise naming every missing or mis-shaped tensor."""
     targets = _without_tied_aliases(dict(model.state_dict(keep_vars=True)), available)
-    sources = checkpoint_sources(cfg, targets, available)
+    sources = checkpoint_sources(cfg, targets, available, extra_rules)
     problems = []
     for key, source in sources.items():
         needed = [source] if isinstance(source, str) else source.keys()
