@@ -96,6 +96,8 @@ class DeepseekForCausalLM(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self._compiled_steps: dict[str | None, Callable[..., torch.Tensor]] = {}
+        # (batch, cache length) pairs `generate` has run through the compiled step in this process
+        self.compiled_shapes: set[tuple[int, int]] = set()
 
     @property
     def mtp_layers(self) -> list[MultiTokenPredictionLayer]:

@@ -52,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     gen.add_argument("--dtype", choices=DTYPES, default="float32")
     _add_weights_option(gen)
+    gen.add_argument(
+        "--compile-decode",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="auto (default): compile the decode step when this machine's recorded measurement says the run "
+        "repays the compile (dsv3_model.decode_choice); on: compile (and record the measurement); off: eager",
+    )
     gen.add_argument("--mtp", choices=("keep", "skip"), default="keep", help="load the MTP layer when present")
     gen.add_argument(
         "--allow-long",
@@ -121,7 +128,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dsv3_model.generation import generate
+    from dsv3_model.generation import CompileChoice, generate
     from dsv3_model.loading import load_causal_lm, random_causal_lm
     from dsv3_model.sampling import SamplingParams
 
@@ -133,7 +140,10 @@ def _generate(args: argparse.Namespace) -> int:
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     eos = model.config.eos_token_id
     eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    result = generate(model, prompts, args.max_new_tokens, sampling, eos_token_ids=eos_ids)
+    compile_decode: CompileChoice = "auto" if args.compile_decode == "auto" else args.compile_decode == "on"
+    result = generate(
+        model, prompts, args.max_new_tokens, sampling, eos_token_ids=eos_ids, compile_decode=compile_decode
+    )
     for prompt, tokens in zip(prompts, result.tokens, strict=True):
         if tokenizer is not None:
             print(tokenizer.decode(prompt + tokens))
