@@ -123,3 +123,20 @@ def test_cli_refuses_fp8_resident_without_an_fp8_checkpoint(bf16_dir, capsys):
     assert "needs --model with an FP8 checkpoint" in capsys.readouterr().err.splitlines()[-1]
     assert main(["verify", "--model", str(bf16_dir), "--weights", "fp8-resident"]) == 2
     assert "is not an FP8 checkpoint" in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.slow  # compiles (about 20-40 s on 2 cores)
+def test_compiled_decode_of_the_resident_model_matches_its_eager_decode(fp8_dir):
+    """Under torch.compile the FP8 parts dequantize traceably (the same values, test above): one graph,
+    the eager tokens, logits within 1e-5 (inductor may fuse the products' order)."""
+    import torch._dynamo
+
+    model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, weights="fp8-resident")
+    torch._dynamo.reset()
+    eager = generate(model, [IDS[:5], IDS[:9]], 8, keep_logits=True, compile_decode=False)
+    compiled = generate(model, [IDS[:5], IDS[:9]], 8, keep_logits=True, compile_decode=True)
+    assert compiled.decode_path == "compiled"
+    assert compiled.tokens == eager.tokens
+    assert compiled.step_logits_BNV is not None
+    assert eager.step_logits_BNV is not None
+    torch.testing.assert_close(compiled.step_logits_BNV, eager.step_logits_BNV, rtol=0, atol=1e-5)
