@@ -61,7 +61,7 @@ def machine_key() -> str:
 
 def shape_key(model: nn.Module, cfg: ModelConfig, batch: int, cache_len: int) -> str:
     """The model (config, dtype, kinds of modules: FP8 resident or not) and the decode shapes."""
-    dtype = next(model.parameters()).dtype
+    dtype = model.get_submodule("model.norm").weight.dtype  # every variant holds it (streamed ones too)
     kinds = sorted({type(m).__name__ for m in model.modules()})
     digest = hashlib.sha256(f"{cfg.model_dump_json()}|{dtype}|{kinds}".encode()).hexdigest()[:16]
     return f"{machine_key()}|model {digest}|batch {batch}|cache {cache_len}"
