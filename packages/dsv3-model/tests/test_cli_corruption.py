@@ -139,6 +139,8 @@ def test_damaged_checkpoints_fail_cleanly_as_subprocesses(sound: Path, tmp_path:
         results = list(pool.map(lambda case: _run(case[2]), cases))
     for (kind, command, argv, named), result in zip(cases, results, strict=True):
         try:
-            check_failure(command, argv, result.returncode, result.stdout, result.stderr, named, expected_status(kind))
+            check_failure(
+                command, argv, result.returncode, result.stdout, result.stderr, named, expected_status(kind)
+            )
         except AssertionError as err:
             raise AssertionError(f"{kind}: {err}") from None
