@@ -5,11 +5,15 @@ case: prefill tokens/s (256 tokens), decode tokens/s (64 tokens after the prompt
 bytes per token, and achieved memory bandwidth = (weights read per token + cache read per token) x
 decode tokens/s, against the machine's measured read bandwidth (the floor).
 
-`ours` is the eager model (what `generate` runs by default), `ours-compiled` the same with
-`compile_decode=True` (compile time excluded: a warm-up generation compiles first). Decode tokens/s is
-1 / the median of the per-step times of two greedy generations (each step timed on its own: ours in
-`generate`'s loop, transformers between two calls of a logits processor), so a neighbour's burst on this
-shared host moves a few steps, not the result; prefill is the median of three.
+dsv3 runs `generate` itself (greedy, one row), four ways: `ours` eager (`compile_decode=False`),
+`ours-compiled` (`True`; a warm-up generation compiles first, and its compile seconds are reported
+apart as `compile_s`), `ours-default` (what `generate` picks by default, `"auto"`: the path it took is
+printed and recorded as `default_compiled` 0/1; it reads the decode-choice record that `ours-compiled`
+wrote into this bench's own cache folder, `DSV3_CACHE_DIR`), and `ours-fp8-resident` (an FP8 checkpoint
+of the medium preset loaded with `weights="fp8-resident"`, default path). Decode tokens/s is 1 / the
+median of the per-step times of two greedy generations (each step timed on its own: ours by `generate`
+(`GenerationResult.step_seconds`), transformers between two calls of a logits processor), so a
+neighbour's burst on this shared host moves a few steps, not the result; prefill is the median of three.
 
 Each (implementation, dtype) child runs `--rounds` times (default 3), the children taking turns, and every
 value is the median over the rounds; the 1-minute load average at each child's start is printed beside its
@@ -27,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -45,16 +50,22 @@ from _common import (
 )
 
 BENCH = "model"
-IMPLS = ("ours", "ours-compiled", "transformers")
+IMPLS = ("ours", "ours-compiled", "ours-default", "ours-fp8-resident", "transformers")
+COMPILE_CHOICE = {"ours": False, "ours-compiled": True, "ours-default": "auto", "ours-fp8-resident": "auto"}
 
 
-def _models(dtype: torch.dtype, impl: str):
+def _models(dtype: torch.dtype, impl: str, fp8_dir: str | None):
     from dsv3_config import count_params, preset
     from dsv3_model.causal_lm import DeepseekForCausalLM
+    from dsv3_model.loading import load_causal_lm
     from dsv3_model.random_init import init_random_weights
 
     cfg = preset("medium")
-    if impl.startswith("ours"):
+    if impl == "ours-fp8-resident":
+        if fp8_dir is None:
+            raise ValueError("ours-fp8-resident needs the FP8 checkpoint directory")
+        model = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False, weights="fp8-resident")
+    elif impl.startswith("ours"):
         model = DeepseekForCausalLM(cfg).eval()
         init_random_weights(model, seed=0)
         model = model.to(dtype)
@@ -65,21 +76,34 @@ def _models(dtype: torch.dtype, impl: str):
     return cfg, model, count_params(cfg)
 
 
-def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int) -> dict[str, float]:
+def _weight_bytes_per_token(cfg: Any, activated: int, dtype: torch.dtype, impl: str) -> float:
+    """Weights read per decoded token: every activated parameter once in the model dtype; with FP8
+    resident the quantized ones at 1 byte (the lm_head, which checkpoints keep unquantized and which
+    dominates the rest of what stays dense, still in the model dtype)."""
+    if impl != "ours-fp8-resident":
+        return activated * dtype.itemsize
+    lm_head = cfg.vocab_size * cfg.hidden_size
+    return (activated - lm_head) * 1 + lm_head * dtype.itemsize
+
+
+def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int, fp8_dir: str | None) -> dict[str, float]:
     torch.set_num_threads(2)
     dtype = getattr(torch, dtype_name)
-    cfg, model, counts = _models(dtype, impl)
+    cfg, model, counts = _models(dtype, impl, fp8_dir)
     ids = torch.randint(0, cfg.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
+    extra: dict[str, float] = {}
     with torch.inference_mode():
         if impl.startswith("ours"):
-            compiled = impl == "ours-compiled"  # the decode step under torch.compile, compiled in the warm-up
+            from dsv3_model.generation import generate
 
             def prefill() -> object:
                 caches = model.new_cache(1, prompt_len)
                 return model(ids, None, caches, None)
 
             def decode_steps() -> list[float]:
-                return _ours_step_seconds(model, ids, new_tokens, compiled)
+                result = generate(model, [ids[0].tolist()], new_tokens, compile_decode=COMPILE_CHOICE[impl])
+                extra["default_compiled"] = float(result.decode_path != "eager")
+                return list(result.step_seconds)
 
             cache_bytes = cfg.latent_cache_width * cfg.num_hidden_layers * dtype.itemsize
         else:
@@ -99,9 +123,11 @@ def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int) -> dic
                 heads = cfg.num_attention_heads
                 cache_bytes = heads * (cfg.qk_head_dim + cfg.v_head_dim) * cfg.num_hidden_layers * dtype.itemsize
         prefill_s = median_seconds(prefill, repeats=3)
-        decode_steps()  # warm-up (compiles ours-compiled's step)
+        warmup = decode_steps()  # compiles ours-compiled's step: its first step is the compile
+        if impl == "ours-compiled":
+            extra["compile_s"] = warmup[0] - statistics.median(warmup[1:])
         decode_s = statistics.median(decode_steps() + decode_steps())
-    weight_bytes_per_token = counts.activated * dtype.itemsize
+    weight_bytes_per_token = _weight_bytes_per_token(cfg, counts.activated, dtype, impl)
     mean_context = prompt_len + new_tokens / 2
     bytes_per_token = weight_bytes_per_token + cache_bytes * mean_context
     return {
@@ -111,30 +137,8 @@ def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int) -> dic
         "cache_bytes_per_token": cache_bytes,
         "achieved_gb_s": bytes_per_token / decode_s / 1e9,
         "bytes_per_token": bytes_per_token,
+        **extra,
     }
-
-
-def _ours_step_seconds(model: Any, ids_1P: torch.Tensor, new_tokens: int, compiled: bool) -> list[float]:
-    """Seconds of each greedy decode step after a prefill, `generate`'s loop for one row: the token chosen
-    and read to the host, then the model's step (eager, or `CompiledDecodeStep`) over the latent caches."""
-    from dsv3_model.compiled_decode import CompiledDecodeStep
-
-    caches = model.new_cache(1, ids_1P.shape[1] + new_tokens)
-    logits_1V = model(ids_1P, None, caches, None)[:, -1]
-    positions_1 = torch.tensor([ids_1P.shape[1]])
-    compiled_step = CompiledDecodeStep(model) if compiled else None
-    seconds = []
-    for _ in range(new_tokens - 1):
-        start = time.perf_counter()
-        next_1 = logits_1V.argmax(dim=-1)
-        int(next_1[0])
-        if compiled_step is not None:
-            logits_1V = compiled_step(next_1, positions_1, caches)
-        else:
-            logits_1V = model(next_1[:, None], positions_1[:, None], caches, torch.ones_like(positions_1))[:, 0]
-        seconds.append(time.perf_counter() - start)
-        positions_1 += 1
-    return seconds
 
 
 def _hf_step_seconds(model: Any, ids_1P: torch.Tensor, new_tokens: int) -> list[float]:
@@ -177,39 +181,60 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, --quick 1)")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "DTYPE"))
+    parser.add_argument("--fp8-dir", help="(child) the FP8 checkpoint of the medium preset")
     args = parser.parse_args()
     prompt_len, new_tokens = (32, 8) if args.quick else (256, 64)
     if args.child:
-        print(json.dumps(run_one(*args.child, prompt_len, new_tokens)))
+        print(json.dumps(run_one(*args.child, prompt_len, new_tokens, args.fp8_dir)))
         return 0
     rounds = args.rounds or (1 if args.quick else 3)
     print(machine_line())
     bandwidth = measured_read_bandwidth()
     records = [record(BENCH, "machine", "memory", "read_bandwidth", bandwidth / 1e9, "GB/s")]
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as work:
+        runs = _run_children(args.quick, rounds, Path(work))
+    for (dtype_name, impl), results in runs.items():
+        case = f"medium {dtype_name} p{prompt_len}+d{new_tokens}"
+        records += whole_model_records(BENCH, case, impl, results, bandwidth)
+        result = {key: statistics.median(r[key] for r in results) for key in results[0]}
+        if "compile_s" in result:
+            records.append(record(BENCH, case, impl, "compile_s", result["compile_s"], "s"))
+        if impl == "ours-default":
+            records.append(record(BENCH, case, impl, "default_compiled", result["default_compiled"], "0/1"))
+    write_records(args.out, records)
+    print(machine_line())
+    return 0
+
+
+def _run_children(quick: bool, rounds: int, work: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
+    """Every (dtype, implementation) child, `rounds` times, taking turns so that a neighbour's load (this
+    host is shared) falls on all of them alike. The children share one decode-choice cache folder (what
+    `ours-compiled` measures, `ours-default` reads) and one FP8 checkpoint of the medium preset."""
+    from dsv3_config import preset
+    from dsv3_weights.synthetic import make_checkpoint
+
+    fp8_dir = make_checkpoint(work / "medium-fp8", preset("medium"), fp8=True, seed=0, progress=False)
+    env = {**os.environ, "DSV3_CACHE_DIR": str(work / "decode-cache")}
     runs: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
-    # The implementations take turns, round after round, so that a neighbour's load (this host is shared)
-    # falls on all of them alike; each value reported is the median over the rounds.
     for _ in range(rounds):
         for dtype_name in ("float32", "bfloat16"):
             for impl in IMPLS:
                 load_before = os.getloadavg()[0]
+                cmd = [sys.executable, __file__, "--child", impl, dtype_name, "--fp8-dir", str(fp8_dir)]
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", impl, dtype_name, *(["--quick"] if args.quick else [])],
-                    check=True,
-                    capture_output=True,
-                    text=True,
+                    [*cmd, *(["--quick"] if quick else [])], check=True, capture_output=True, text=True, env=env
                 ).stdout
                 result = json.loads(out.strip().splitlines()[-1])
                 result["load_average_1min"] = load_before
                 runs[(dtype_name, impl)].append(result)
                 decode = result["decode_tok_s"]
-                print(f"  {dtype_name:<9} {impl:<14} decode {decode:7.1f} tok/s  load {load_before:.1f}", flush=True)
-    for (dtype_name, impl), results in runs.items():
-        case = f"medium {dtype_name} p{prompt_len}+d{new_tokens}"
-        records += whole_model_records(BENCH, case, impl, results, bandwidth)
-    write_records(args.out, records)
-    print(machine_line())
-    return 0
+                note = f"  compile {result['compile_s']:.1f} s" if "compile_s" in result else ""
+                if impl.startswith("ours") and impl != "ours" and "default_compiled" in result:
+                    note += "  (compiled)" if result["default_compiled"] else "  (eager)"
+                print(
+                    f"  {dtype_name:<9} {impl:<18} decode {decode:7.1f} tok/s  load {load_before:.1f}{note}", flush=True
+                )
+    return runs
 
 
 if __name__ == "__main__":

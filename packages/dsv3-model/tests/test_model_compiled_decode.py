@@ -100,3 +100,39 @@ def test_generate_compiles_once_across_calls() -> None:
     assert not counters["recompiles"]
     generate(tiny_model("tiny"), PROMPTS, max_new_tokens=2, compile_decode=True)  # its own wrapper and shapes
     assert counters["stats"]["unique_graphs"] == 2
+
+
+@pytest.mark.slow
+def test_auto_compiles_where_the_record_says_it_repays_and_only_once() -> None:
+    """A compiled run records its compile and step seconds for these shapes; an "auto" run with a record
+    that repays (here written by hand: free compile, zero-second steps) switches after the probe steps,
+    yields the eager tokens and logits within TOL, and a second call of the same shapes compiles nothing."""
+    from dsv3_model.decode_choice import PROBE_STEPS, CompiledRecord, read_record, shape_key, write_record
+
+    model = tiny_model("tiny")
+    key = shape_key(model, model.config, len(PROMPTS), len(PROMPTS[0]) + STEPS)
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    eager = generate(model, PROMPTS, max_new_tokens=STEPS, keep_logits=True, compile_decode=False)
+    measured = generate(tiny_model("tiny"), PROMPTS, max_new_tokens=STEPS, compile_decode=True)
+    record = read_record(key)
+    assert measured.decode_path == "compiled"
+    assert record is not None
+    assert record.compile_s > 10 * record.step_s > 0  # compiling costs far more than a step
+    write_record(key, CompiledRecord(compile_s=0.0, step_s=0.0))
+    counters.clear()
+    auto = generate(model, PROMPTS, max_new_tokens=STEPS, keep_logits=True)
+    assert auto.decode_path == f"eager for {PROBE_STEPS} steps, then compiled"
+    # dynamo takes parameters as graph inputs: the other model's graph of the same shapes may serve this one
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs <= 1
+    assert auto.tokens == eager.tokens
+    assert auto.step_logits_BNV is not None
+    assert eager.step_logits_BNV is not None
+    torch.testing.assert_close(auto.step_logits_BNV, eager.step_logits_BNV, rtol=0, atol=TOL)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        again = generate(model, PROMPTS, max_new_tokens=STEPS)
+    assert again.decode_path.endswith("compiled")
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert not counters["recompiles"]

@@ -23,33 +23,45 @@ from dsv3_blocks import RMSNorm
 from dsv3_config import LayerKind, ModelConfig
 from dsv3_mla import LatentCache, MultiHeadLatentAttention
 from dsv3_model.decoder_layer import DecoderLayer, MultiTokenPredictionLayer
+from dsv3_model.parts import PLAIN_PARTS, ModelParts
 from dsv3_moe import SwiGLUMLP, build_deepseek_moe
 
 
-def build_attention(cfg: ModelConfig) -> MultiHeadLatentAttention:
-    """MLA over plain `nn.Linear` projections (dsv3-mla's default factory, the same layers dsv3-moe's
-    factory builds for the MLPs)."""
-    return MultiHeadLatentAttention(cfg)
+def build_attention(cfg: ModelConfig, parts: ModelParts = PLAIN_PARTS, prefix: str = "") -> MultiHeadLatentAttention:
+    """MLA over the projections `parts` builds for the module at `prefix` (plain `nn.Linear` by default,
+    the same layers dsv3-moe's factory builds for the MLPs)."""
+    return MultiHeadLatentAttention(cfg, linear_factory=parts.linear_factory(prefix))
 
 
-def build_mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
-    """The dense SwiGLU MLP or the DeepseekMoE block that `cfg.layer_kind(layer_idx)` asks for."""
+def build_mlp(cfg: ModelConfig, layer_idx: int, parts: ModelParts = PLAIN_PARTS, prefix: str = "") -> nn.Module:
+    """The dense SwiGLU MLP or the DeepseekMoE block that `cfg.layer_kind(layer_idx)` asks for, its
+    projections and routed experts built by `parts` for the module at `prefix`."""
     if cfg.layer_kind(layer_idx) is LayerKind.DENSE:
-        return SwiGLUMLP(cfg.hidden_size, cfg.intermediate_size)
-    return build_deepseek_moe(cfg)
+        return SwiGLUMLP(cfg.hidden_size, cfg.intermediate_size, linear_factory=parts.linear_factory(prefix))
+    return build_deepseek_moe(
+        cfg,
+        linear_factory=parts.linear_factory(f"{prefix}shared_experts."),
+        experts=parts.experts(prefix, cfg),
+    )
+
+
+def _layer(cfg: ModelConfig, i: int, parts: ModelParts, kind: type[DecoderLayer]) -> DecoderLayer:
+    prefix = f"model.layers.{i}."
+    return kind(
+        cfg,
+        self_attn=build_attention(cfg, parts, f"{prefix}self_attn."),
+        mlp=build_mlp(cfg, i, parts, f"{prefix}mlp."),
+    )
 
 
 class DeepseekModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, *, include_mtp: bool) -> None:
+    def __init__(self, cfg: ModelConfig, *, include_mtp: bool, parts: ModelParts = PLAIN_PARTS) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        layers: list[nn.Module] = [
-            DecoderLayer(cfg, self_attn=build_attention(cfg), mlp=build_mlp(cfg, i))
-            for i in range(cfg.num_hidden_layers)
-        ]
+        layers: list[nn.Module] = [_layer(cfg, i, parts, DecoderLayer) for i in range(cfg.num_hidden_layers)]
         if include_mtp:
             layers += [
-                MultiTokenPredictionLayer(cfg, self_attn=build_attention(cfg), mlp=build_mlp(cfg, i))
+                _layer(cfg, i, parts, MultiTokenPredictionLayer)
                 for i in range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_nextn_predict_layers)
             ]
         self.layers = nn.ModuleList(layers)
@@ -75,16 +87,18 @@ class DeepseekModel(nn.Module):
 
 
 class DeepseekForCausalLM(nn.Module):
-    def __init__(self, cfg: ModelConfig, *, include_mtp: bool = False) -> None:
+    def __init__(self, cfg: ModelConfig, *, include_mtp: bool = False, parts: ModelParts = PLAIN_PARTS) -> None:
         super().__init__()
         if include_mtp and not cfg.num_nextn_predict_layers:
             raise ValueError("include_mtp=True but the config has num_nextn_predict_layers = 0")
         self.config = cfg
-        self.model = DeepseekModel(cfg, include_mtp=include_mtp)
+        self.model = DeepseekModel(cfg, include_mtp=include_mtp, parts=parts)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self._compiled_steps: dict[str | None, Callable[..., torch.Tensor]] = {}
+        # (batch, cache length) pairs `generate` has run through the compiled step in this process
+        self.compiled_shapes: set[tuple[int, int]] = set()
 
     @property
     def mtp_layers(self) -> list[MultiTokenPredictionLayer]:

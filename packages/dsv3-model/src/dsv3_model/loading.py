@@ -14,11 +14,14 @@ with that message instead of generating from NaN logits.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from dsv3_config import ModelConfig, preset
 from dsv3_model.causal_lm import DeepseekForCausalLM
+from dsv3_model.fp8_resident import fp8_resident_parts, resident_names, resident_source, scale_stacks
+from dsv3_model.parts import PLAIN_PARTS
 from dsv3_model.random_init import init_random_weights
 from dsv3_model.state_dict_map import TensorSource, fill_model
 from dsv3_weights.errors import CheckpointError
@@ -26,6 +29,9 @@ from dsv3_weights.fp8 import dequantize_fp8_blocks
 from dsv3_weights.layout import scale_name
 from dsv3_weights.reader import CheckpointReader
 from dsv3_weights.validate import check_finite, check_source, has_mtp_tensors
+
+WeightsMode = Literal["dequantized", "fp8-resident"]
+WEIGHTS_MODES: tuple[WeightsMode, ...] = ("dequantized", "fp8-resident")
 
 
 def dequantizing_source(reader: CheckpointReader, cfg: ModelConfig) -> TensorSource:
@@ -46,18 +52,31 @@ def dequantizing_source(reader: CheckpointReader, cfg: ModelConfig) -> TensorSou
     return get
 
 
-def load_causal_lm(model_dir: str | Path, *, dtype: torch.dtype, include_mtp: bool = True) -> DeepseekForCausalLM:
+def load_causal_lm(
+    model_dir: str | Path, *, dtype: torch.dtype, include_mtp: bool = True, weights: WeightsMode = "dequantized"
+) -> DeepseekForCausalLM:
     """Load an HF-layout checkpoint. The MTP layer is loaded when the checkpoint has it and
-    `include_mtp` is set; otherwise its tensors are left unread (never silently half-loaded)."""
+    `include_mtp` is set; otherwise its tensors are left unread (never silently half-loaded).
+
+    `weights`: "dequantized" holds every weight in `dtype`; "fp8-resident" keeps an FP8 checkpoint's
+    quantized weights as stored and dequantizes them per matmul into `dtype` (`dsv3_model.fp8_resident`:
+    about half the memory of bf16, the same logits as "dequantized")."""
+    if weights not in WEIGHTS_MODES:
+        raise ValueError(f"weights must be one of {WEIGHTS_MODES}, got {weights!r}")
     with CheckpointReader(model_dir) as reader:
         cfg = check_source(reader)
         with_mtp = include_mtp and has_mtp_tensors(reader, cfg)
+        parts = fp8_resident_parts(reader, cfg) if weights == "fp8-resident" else PLAIN_PARTS
         with torch.device("meta"):
-            model = DeepseekForCausalLM(cfg, include_mtp=with_mtp)
+            model = DeepseekForCausalLM(cfg, include_mtp=with_mtp, parts=parts)
         model = model.to(dtype).to_empty(device="cpu").eval()
         if cfg.tie_word_embeddings:  # to_empty() gives each module its own storage: tie them again
             model.lm_head.weight = model.model.embed_tokens.weight
-        fill_model(model, cfg, dequantizing_source(reader, cfg), set(reader.keys()))
+        available = set(reader.keys())
+        source = dequantizing_source(reader, cfg)
+        if weights == "fp8-resident":
+            source = resident_source(reader, resident_names(model, cfg, available), source)
+        fill_model(model, cfg, source, available, scale_stacks(cfg))
     return model
 
 

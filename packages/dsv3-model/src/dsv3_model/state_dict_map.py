@@ -15,20 +15,23 @@ import torch
 from torch import nn
 
 from dsv3_config import ModelConfig
-from dsv3_config.inventory import ExpertStack, expert_stacks
+from dsv3_config.inventory import ExpertStack, TensorDecl, expert_stacks
 from dsv3_moe import expert_slice
 
 TensorSource = Callable[[str], torch.Tensor]
 Source = str | ExpertStack
 
 
-def checkpoint_sources(cfg: ModelConfig, target_keys: Iterable[str], available: set[str]) -> dict[str, Source]:
+def checkpoint_sources(
+    cfg: ModelConfig, target_keys: Iterable[str], available: set[str], extra_stacks: Iterable[TensorDecl] = ()
+) -> dict[str, Source]:
     """The HF source of each target key of our model's state dict.
 
     A stacked key already present in the source (transformers 5 keeps experts fused in memory) is
-    taken as is; otherwise it is stacked from the per-expert tensors that checkpoints hold.
+    taken as is; otherwise it is stacked from the per-expert tensors that checkpoints hold, by dsv3-moe's
+    inventory's stacks and `extra_stacks` (e.g. the FP8 scales of experts kept resident, `dsv3_model.fp8_resident`).
     """
-    stacks = {decl.name: decl for decl in expert_stacks(cfg)}
+    stacks = {decl.name: decl for decl in (*expert_stacks(cfg), *extra_stacks)}
     sources: dict[str, Source] = {}
     for key in target_keys:
         prefix, _, local = key.partition(".mlp.")
@@ -53,10 +56,16 @@ def _without_tied_aliases(targets: dict[str, torch.Tensor], available: set[str])
 
 
 @torch.no_grad()
-def fill_model(model: nn.Module, cfg: ModelConfig, get: TensorSource, available: set[str]) -> None:
+def fill_model(
+    model: nn.Module,
+    cfg: ModelConfig,
+    get: TensorSource,
+    available: set[str],
+    extra_stacks: Iterable[TensorDecl] = (),
+) -> None:
     """Copy every parameter and buffer from `get`; raise naming every missing or mis-shaped tensor."""
     targets = _without_tied_aliases(dict(model.state_dict(keep_vars=True)), available)
-    sources = checkpoint_sources(cfg, targets, available)
+    sources = checkpoint_sources(cfg, targets, available, extra_stacks)
     problems = []
     for key, source in sources.items():
         needed = [source] if isinstance(source, str) else source.all_source_keys()

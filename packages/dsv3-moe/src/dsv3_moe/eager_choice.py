@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch
 CALIBRATION_RUNS = 5
 
 _chosen: dict[tuple[object, ...], str] = {}
+_pinned: list[str] = []  # innermost `pinned(...)` block last
 
 
 def eager_swiglu(
@@ -48,9 +50,25 @@ def eager_swiglu(
         torch.get_num_threads(),
     )
     args = (hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
+    if _pinned:
+        return KERNELS[_pinned[-1]](*args)
     if key not in _chosen:
         _chosen[key] = _faster(args)
     return KERNELS[_chosen[key]](*args)
+
+
+@contextmanager
+def pinned(kernel: str) -> Iterator[None]:
+    """Within the block every eager expert computation runs `kernel` ("grouped" or "loop") instead of the
+    measured choice: for comparisons that need one op order on both sides (a model with FP8 weights
+    resident, which runs the loop, against its dequantized twin) and for benchmarks of one form."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {kernel!r}")
+    _pinned.append(kernel)
+    try:
+        yield
+    finally:
+        _pinned.pop()
 
 
 def chosen_kernels() -> dict[tuple[object, ...], str]:
@@ -113,14 +131,28 @@ def active_expert_loop(
     down_EHI: torch.Tensor,
 ) -> torch.Tensor:
     """One `F.linear` pair per expert with rows (the run lengths read on the host: eager only)."""
-    order_P, token_P, ends_E = _sorted_pairs(local_TK, gate_up_EXH.shape[0])
+    return expert_loop(hidden_TH, local_TK, weight_TK, gate_up_EXH.shape[0], lambda e: (gate_up_EXH[e], down_EHI[e]))
+
+
+def expert_loop(
+    hidden_TH: torch.Tensor,
+    local_TK: torch.Tensor,
+    weight_TK: torch.Tensor,
+    num_local: int,
+    expert_weights: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
+    """`active_expert_loop` over weights fetched per active expert: `expert_weights(e) -> (gate_up_XH,
+    down_HI)`, a view of a stack or weights made on demand (FP8 kept resident, dequantized per expert),
+    so both run the very same ops in the same order."""
+    order_P, token_P, ends_E = _sorted_pairs(local_TK, num_local)
     rows_PH = hidden_TH.index_select(0, token_P)
     expert_out_PH = torch.empty_like(rows_PH)
     start = 0
     for expert, end in enumerate(ends_E.tolist()):
         if end > start:
-            gate_RI, up_RI = F.linear(rows_PH[start:end], gate_up_EXH[expert]).chunk(2, dim=-1)
-            expert_out_PH[start:end] = F.linear(F.silu(gate_RI) * up_RI, down_EHI[expert])
+            gate_up_XH, down_HI = expert_weights(expert)
+            gate_RI, up_RI = F.linear(rows_PH[start:end], gate_up_XH).chunk(2, dim=-1)
+            expert_out_PH[start:end] = F.linear(F.silu(gate_RI) * up_RI, down_HI)
         start = end
     return _combine(hidden_TH, expert_out_PH, weight_TK, order_P, token_P)
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from dsv3_config import ModelConfig
 from dsv3_moe.experts import GroupedExperts
-from dsv3_moe.mlp import SwiGLUMLP
+from dsv3_moe.mlp import LinearFactory, SwiGLUMLP, default_linear_factory
 from dsv3_moe.router import GroupLimitedRouter
 
 
@@ -41,14 +41,22 @@ class DeepseekMoE(nn.Module):
         return out_TH.view(hidden.shape)
 
 
-def build_deepseek_moe(cfg: ModelConfig) -> DeepseekMoE:
+def build_deepseek_moe(
+    cfg: ModelConfig, *, linear_factory: LinearFactory = default_linear_factory, experts: nn.Module | None = None
+) -> DeepseekMoE:
     """The plain single-device MoE block a config describes: router, all routed experts, and the shared
-    experts as one SwiGLU of width `moe_intermediate_size * n_shared_experts` (none when that is 0)."""
+    experts as one SwiGLU of width `moe_intermediate_size * n_shared_experts` (none when that is 0).
+    A caller may inject the shared experts' projections (`linear_factory`) and the routed `experts`
+    (e.g. weights kept FP8 and dequantized per matmul); the router stays this package's."""
     shared = (
-        SwiGLUMLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts) if cfg.n_shared_experts else None
+        SwiGLUMLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts, linear_factory=linear_factory)
+        if cfg.n_shared_experts
+        else None
     )
     return DeepseekMoE(
         router=GroupLimitedRouter(cfg),
-        experts=GroupedExperts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size),
+        experts=GroupedExperts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size)
+        if experts is None
+        else experts,
         shared_experts=shared,
     )

@@ -66,9 +66,7 @@ def _apply_scales(
     return out_RN
 
 
-def _fp32_rows(
-    weight_XN: torch.Tensor, scale_XGc: torch.Tensor, multiply: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _fp32_rows(weight_XN: torch.Tensor, scale_XGc: torch.Tensor, multiply: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """A fresh fp32 copy of the rows, and the scales to apply to it.
 
     FP8 rows to be multiplied are decoded by `_fp8_as_fp16_over_256` with the scales times 2^8:
@@ -128,9 +126,17 @@ def dequantize_fp8_blocks(
     scale_inv: torch.Tensor,
     block: tuple[int, int],
     out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`weight_fp8 * scale_inv` per `block`, exact on partial edge blocks, computed in fp32, cast to `out_dtype`."""
-    out_MN = torch.empty(tuple(weight_fp8.shape), dtype=out_dtype)
+    """`weight_fp8 * scale_inv` per `block`, exact on partial edge blocks, computed in fp32, cast to `out_dtype`.
+
+    `out` (shape of the weight, dtype `out_dtype`) receives the values instead of a new tensor: a caller
+    that dequantizes per matmul (FP8 weights kept resident) writes into a view of a larger buffer, e.g.
+    the gate and up halves of one fused expert matrix, each with its own scale grid."""
+    if out is not None and (tuple(out.shape) != tuple(weight_fp8.shape) or out.dtype != out_dtype):
+        raise ValueError(f"out must be {tuple(weight_fp8.shape)} {out_dtype}, got {tuple(out.shape)} {out.dtype}")
+    out_MN = torch.empty(tuple(weight_fp8.shape), dtype=out_dtype) if out is None else out
     r0 = 0
     for chunk_RN in dequantize_fp8_chunks(weight_fp8, scale_inv, block, out_dtype):
         out_MN[r0 : r0 + chunk_RN.shape[0]] = chunk_RN

@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from dsv3_config import PRESETS, load_config, preset
+from dsv3_config import PRESETS, ModelConfig, load_config, preset
 from dsv3_model.cli.errors import DataError, UsageError
 from dsv3_model.cli.options import (
     existing_directory,
@@ -25,6 +25,7 @@ from dsv3_model.cli.resources import check_weights_fit
 from dsv3_model.tokenizer import TOKENIZER_FILES, has_tokenizer, load_tokenizer
 
 DTYPES = ("float32", "bfloat16")
+WEIGHTS = ("dequantized", "fp8-resident")  # dsv3_model.loading.WEIGHTS_MODES (not imported: it needs torch)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,6 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--seed", type=seed, default=0, help="sampling seed, and the weights' seed for --preset (0..2**64-1)"
     )
     gen.add_argument("--dtype", choices=DTYPES, default="float32")
+    _add_weights_option(gen)
+    gen.add_argument(
+        "--compile-decode",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="auto (default): compile the decode step when this machine's recorded measurement says the run "
+        "repays the compile (dsv3_model.decode_choice); on: compile (and record the measurement); off: eager",
+    )
     gen.add_argument("--mtp", choices=("keep", "skip"), default="keep", help="load the MTP layer when present")
     gen.add_argument(
         "--allow-long",
@@ -71,12 +80,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--tolerance", type=non_negative_float, default=1e-4, help="max |logit difference| allowed (fp32), >= 0"
     )
     ver.add_argument("--json", action="store_true")
+    _add_weights_option(ver)
     ver.add_argument("--golden", type=Path, help="compare with this golden file (dsv3 golden) instead of transformers")
     ver.set_defaults(handler=_verify)
 
 
+def _add_weights_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default="dequantized",
+        help="dequantized (default): every weight in --dtype; fp8-resident: an FP8 checkpoint's weights stay "
+        "FP8 with their block scales in memory (about half of bf16), dequantized per matmul, same logits",
+    )
+
+
+def _check_weights_option(weights: str, model_dir: Path | None, cfg: ModelConfig) -> None:
+    """`--weights fp8-resident` needs an FP8 checkpoint: a UsageError before any weight is read."""
+    if weights != "fp8-resident":
+        return
+    if model_dir is None:
+        raise UsageError("--weights fp8-resident needs --model with an FP8 checkpoint (presets have no FP8 weights)")
+    if cfg.quantization_config is None:
+        raise UsageError(
+            f"--weights fp8-resident: {model_dir} is not an FP8 checkpoint (its config.json has no "
+            "quantization_config); drop the option"
+        )
+
+
 def _generate(args: argparse.Namespace) -> int:
     cfg = load_config(args.model) if args.model is not None else preset(args.preset or "tiny")
+    _check_weights_option(args.weights, args.model, cfg)
     if args.prompt is not None:
         tokenizer = _text_tokenizer(args.model)
         prompts = [tokenizer.encode(args.prompt)]
@@ -94,19 +128,22 @@ def _generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dsv3_model.generation import generate
+    from dsv3_model.generation import CompileChoice, generate
     from dsv3_model.loading import load_causal_lm, random_causal_lm
     from dsv3_model.sampling import SamplingParams
 
     dtype = getattr(torch, args.dtype)
     if args.model is not None:
-        model = load_causal_lm(args.model, dtype=dtype, include_mtp=args.mtp == "keep")
+        model = load_causal_lm(args.model, dtype=dtype, include_mtp=args.mtp == "keep", weights=args.weights)
     else:
         model = random_causal_lm(args.preset or "tiny", seed=args.seed, dtype=dtype)
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     eos = model.config.eos_token_id
     eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    result = generate(model, prompts, args.max_new_tokens, sampling, eos_token_ids=eos_ids)
+    compile_decode: CompileChoice = "auto" if args.compile_decode == "auto" else args.compile_decode == "on"
+    result = generate(
+        model, prompts, args.max_new_tokens, sampling, eos_token_ids=eos_ids, compile_decode=compile_decode
+    )
     for prompt, tokens in zip(prompts, result.tokens, strict=True):
         if tokenizer is not None:
             print(tokenizer.decode(prompt + tokens))
@@ -130,6 +167,8 @@ def _text_tokenizer(model_dir: Path | None) -> Any:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.weights == "fp8-resident":
+        _check_weights_option(args.weights, args.model, load_config(args.model))
     if args.golden is not None:
         from dsv3_model.golden.compare import verify_golden_command
 
@@ -148,7 +187,7 @@ def _verify(args: argparse.Namespace) -> int:
     from dsv3_model.loading import load_causal_lm
     from dsv3_model.verify import verify_against_hf
 
-    model = load_causal_lm(args.model, dtype=torch.float32, include_mtp=False)
+    model = load_causal_lm(args.model, dtype=torch.float32, include_mtp=False, weights=args.weights)
     hf_model = load_hf_causal_lm(args.model)
     if args.prompt_ids is not None:
         prompt = args.prompt_ids[0]

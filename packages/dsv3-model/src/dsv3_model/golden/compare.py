@@ -52,6 +52,6 @@ def verify_golden_command(args: argparse.Namespace) -> int:
     from dsv3_model.loading import load_causal_lm
 
     golden = read_golden(args.golden)
-    model = load_causal_lm(args.model, dtype=torch.float32, include_mtp=False)
+    model = load_causal_lm(args.model, dtype=torch.float32, include_mtp=False, weights=args.weights)
     report = verify_golden(model, golden, args.tolerance)
     return report.emit(args.json)

@@ -1,0 +1,142 @@
+"""FP8 weights kept resident (`load_causal_lm(weights="fp8-resident")`, `--weights fp8-resident`).
+
+References: the dequantized model loaded from the same checkpoint (itself tied to transformers by
+test_model_loading and the HF parity suites) must give the very same logits, bit for bit, in fp32 and in
+bf16, when both run the same expert computation (`pinned("loop")`: the resident experts always run the
+loop; the dequantized model runs whichever form this machine measured faster, which rounds differently);
+the dequantized weights of a partial-block tensor and of one expert against a per-block loop written here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dsv3_config import preset
+from dsv3_model.cli.main import main
+from dsv3_model.fp8_experts import Fp8GroupedExperts
+from dsv3_model.fp8_linear import Fp8BlockLinear, dequantize_traceable
+from dsv3_model.generation import generate, teacher_forced_logits
+from dsv3_model.loading import load_causal_lm
+from dsv3_moe.eager_choice import pinned
+from dsv3_weights.reader import CheckpointReader
+from dsv3_weights.synthetic import make_checkpoint
+
+IDS = list(range(3, 40))
+
+
+@pytest.fixture(scope="module")
+def fp8_dir(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("fp8"), preset("tiny"), fp8=True, seed=5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def bf16_dir(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("bf16"), preset("tiny"), fp8=False, seed=5, progress=False)
+
+
+def per_block(fp8: torch.Tensor, scale: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """fp32 `fp8 * scale` block by block (edge blocks partial)."""
+    out = torch.empty(fp8.shape)
+    for bi in range(scale.shape[0]):
+        for bj in range(scale.shape[1]):
+            rows = slice(bi * block[0], (bi + 1) * block[0])
+            cols = slice(bj * block[1], (bj + 1) * block[1])
+            out[rows, cols] = fp8[rows, cols].float() * scale[bi, bj]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_logits_equal_the_dequantized_model_bit_for_bit(fp8_dir, dtype):
+    dense = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False)
+    resident = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False, weights="fp8-resident")
+    with pinned("loop"):
+        want, got = teacher_forced_logits(dense, IDS), teacher_forced_logits(resident, IDS)
+        want_gen = generate(dense, [IDS[:5], IDS[:9]], 6, keep_logits=True)
+        got_gen = generate(resident, [IDS[:5], IDS[:9]], 6, keep_logits=True)
+    assert float(want.float().abs().max()) > 0.1  # non-trivial logits
+    assert torch.equal(got, want)
+    assert got_gen.tokens == want_gen.tokens
+    assert got_gen.step_logits_BNV is not None
+    assert want_gen.step_logits_BNV is not None
+    assert torch.equal(got_gen.step_logits_BNV, want_gen.step_logits_BNV)
+
+
+def test_quantized_weights_stay_fp8_and_dequantize_per_block(fp8_dir):
+    cfg = preset("tiny")
+    block = cfg.quantization_config.weight_block_size  # type: ignore[union-attr]
+    model = load_causal_lm(fp8_dir, dtype=torch.bfloat16, include_mtp=False, weights="fp8-resident")
+    attention, moe = model.model.layers[0].self_attn, model.model.layers[1].mlp
+    assert isinstance(attention.kv_a_proj_with_mqa, Fp8BlockLinear)
+    assert isinstance(moe.experts, Fp8GroupedExperts)
+    assert moe.experts.gate_up_proj.dtype == torch.float8_e4m3fn
+    assert moe.experts.gate_up_proj_scale_inv.dtype == torch.float32  # not rounded through bf16
+    assert moe.gate.weight.dtype == torch.float32
+    name = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"  # 40 x 64 with 32 x 32 blocks: partial rows
+    expert = "model.layers.1.mlp.experts.3."
+    with CheckpointReader(fp8_dir) as reader:
+        assert torch.equal(attention.kv_a_proj_with_mqa.weight, reader.get(name))
+        want = per_block(reader.get(name), reader.get(name + "_scale_inv"), block)
+        gate = per_block(
+            reader.get(expert + "gate_proj.weight"), reader.get(expert + "gate_proj.weight_scale_inv"), block
+        )
+        up = per_block(reader.get(expert + "up_proj.weight"), reader.get(expert + "up_proj.weight_scale_inv"), block)
+        down = per_block(
+            reader.get(expert + "down_proj.weight"), reader.get(expert + "down_proj.weight_scale_inv"), block
+        )
+    assert torch.equal(attention.kv_a_proj_with_mqa.dequantized_weight(), want.to(torch.bfloat16))
+    gate_up, got_down = moe.experts.expert_weights(3)
+    assert torch.equal(gate_up, torch.cat([gate, up]).to(torch.bfloat16))
+    assert torch.equal(got_down, down.to(torch.bfloat16))
+    traced_gate_up, traced_down = moe.experts.dequantized_stacks()  # the compiled form's values
+    assert torch.equal(traced_gate_up[3], gate_up)
+    assert torch.equal(traced_down[3], got_down)
+    layer = attention.kv_a_proj_with_mqa
+    assert torch.equal(dequantize_traceable(layer.weight, layer.weight_scale_inv, block, torch.float32), want)
+
+
+def test_resident_model_holds_about_one_byte_per_quantized_parameter(fp8_dir):
+    resident = load_causal_lm(fp8_dir, dtype=torch.bfloat16, include_mtp=False, weights="fp8-resident")
+    dense = load_causal_lm(fp8_dir, dtype=torch.bfloat16, include_mtp=False)
+    experts, dense_experts = resident.model.layers[1].mlp.experts, dense.model.layers[1].mlp.experts
+    held = sum(t.numel() * t.element_size() for t in experts.state_dict().values())
+    # tiny: 16 experts, H 64, I 48, 32 x 32 blocks. Per expert 3 * 48 * 64 FP8 bytes, and fp32 scales:
+    # gate and up 2 x 2 blocks each (48 rows: one partial block), down 2 x 2.
+    assert held == 16 * (3 * 48 * 64 + 4 * (2 * 4 + 4))
+    dense_bytes = sum(t.numel() * t.element_size() for t in dense_experts.state_dict().values())
+    assert held < 0.51 * dense_bytes
+
+
+def test_cli_generate_fp8_resident_prints_the_dequantized_tokens(fp8_dir, capsys):
+    args = ["generate", "--model", str(fp8_dir), "--prompt-ids", "5,6,7", "--max-new-tokens", "6"]
+    with pinned("loop"):
+        assert main(args) == 0
+        dequantized = capsys.readouterr().out
+        assert main([*args, "--weights", "fp8-resident"]) == 0
+    assert capsys.readouterr().out == dequantized
+
+
+def test_cli_refuses_fp8_resident_without_an_fp8_checkpoint(bf16_dir, capsys):
+    assert main(["generate", "--model", str(bf16_dir), "--weights", "fp8-resident"]) == 2
+    assert "--weights fp8-resident: " in capsys.readouterr().err.splitlines()[-1]
+    assert main(["generate", "--preset", "tiny", "--weights", "fp8-resident"]) == 2
+    assert "needs --model with an FP8 checkpoint" in capsys.readouterr().err.splitlines()[-1]
+    assert main(["verify", "--model", str(bf16_dir), "--weights", "fp8-resident"]) == 2
+    assert "is not an FP8 checkpoint" in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.slow  # compiles (about 20-40 s on 2 cores)
+def test_compiled_decode_of_the_resident_model_matches_its_eager_decode(fp8_dir):
+    """Under torch.compile the FP8 parts dequantize traceably (the same values, test above): one graph,
+    the eager tokens, logits within 1e-5 (inductor may fuse the products' order)."""
+    import torch._dynamo
+
+    model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, weights="fp8-resident")
+    torch._dynamo.reset()
+    eager = generate(model, [IDS[:5], IDS[:9]], 8, keep_logits=True, compile_decode=False)
+    compiled = generate(model, [IDS[:5], IDS[:9]], 8, keep_logits=True, compile_decode=True)
+    assert compiled.decode_path == "compiled"
+    assert compiled.tokens == eager.tokens
+    assert compiled.step_logits_BNV is not None
+    assert eager.step_logits_BNV is not None
+    torch.testing.assert_close(compiled.step_logits_BNV, eager.step_logits_BNV, rtol=0, atol=1e-5)
