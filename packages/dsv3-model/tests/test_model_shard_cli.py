@@ -58,9 +58,13 @@ GATE_UP, DOWN = "mlp.expert_mlps.mlp_op.gate_up_proj.weight", "mlp.expert_mlps.m
 STACKS = (GATE_UP, DOWN)
 # The tp split dim of each non-expert tensor by its name's ending, by hand: heads split the query and kv_b
 # rows and the o_proj columns; column-parallel gate/up, row-parallel down; the embedding across hidden
-# (`shard_across_embedding`), lm_head across the vocab; the rank vectors one entry (or row) per rank.
-# Everything else (norms, q_a_proj, kv_a_proj_with_mqa, the router) is whole on every rank.
+# (`shard_across_embedding`), lm_head across the vocab; the rank vectors one entry (or row) per rank; the
+# latent projections q_a_proj and kv_a_proj_with_mqa row-parallel (their input columns, hidden); the router
+# weight by expert (its rows). Everything else (norms, biases, the correction bias) is whole on every rank.
 SPLIT_DIM = {
+    "q_a_proj.weight": 1,
+    "kv_a_proj_with_mqa.weight": 1,
+    "mlp.router.linear_router.weight": 0,
     "q_b_proj.weight": 0,
     "q_proj.weight": 0,
     "kv_b_proj.weight": 0,
