@@ -15,10 +15,11 @@ import torch
 from dsv3_config import preset
 from dsv3_model.cli.main import main
 from dsv3_model.fp8_experts import Fp8GroupedExperts
-from dsv3_model.fp8_linear import Fp8BlockLinear, dequantize_traceable
+from dsv3_model.fp8_linear import Fp8BlockLinear
 from dsv3_model.generation import generate, teacher_forced_logits
 from dsv3_model.loading import load_causal_lm
 from dsv3_moe.eager_choice import pinned
+from dsv3_weights.fp8 import dequantize_traceable
 from dsv3_weights.reader import CheckpointReader
 from dsv3_weights.synthetic import make_checkpoint
 

@@ -21,10 +21,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dsv3_model.fp8_linear import apply_keeping_stored, dequantize_traceable
+from dsv3_model.fp8_linear import apply_keeping_stored
 from dsv3_moe import static_swiglu
 from dsv3_moe.eager_choice import expert_loop
-from dsv3_weights.fp8 import FP8_DTYPE, dequantize_fp8_blocks, scale_grid
+from dsv3_weights.fp8 import FP8_DTYPE, dequantize_fp8_blocks, dequantize_traceable, scale_grid
 
 _STORED = ("gate_up_proj", "gate_up_proj_scale_inv", "down_proj", "down_proj_scale_inv")
 

@@ -23,19 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsv3_weights.fp8 import FP8_DTYPE, dequantize_fp8_blocks, scale_grid
-
-
-def dequantize_traceable(
-    weight_MN: torch.Tensor, scale_GrGc: torch.Tensor, block: tuple[int, int], dtype: torch.dtype
-) -> torch.Tensor:
-    """`weight * scale` per block over the last two dims (any leading dims), with static shapes and no host
-    sync: for compiled and traced steps. Each value is the exactly rounded fp32 product of the same two
-    factors as `dequantize_fp8_blocks`', hence the same value."""
-    rows, cols = weight_MN.shape[-2:]
-    scale_MN = scale_GrGc.float().repeat_interleave(block[0], dim=-2)[..., :rows, :]
-    scale_MN = scale_MN.repeat_interleave(block[1], dim=-1)[..., :cols]
-    return (weight_MN.float() * scale_MN).to(dtype)
+from dsv3_weights.fp8 import FP8_DTYPE, dequantize_fp8_blocks, dequantize_traceable, scale_grid
 
 
 def dequantize(

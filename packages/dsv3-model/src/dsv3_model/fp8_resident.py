@@ -61,17 +61,16 @@ def fp8_resident_parts(reader: CheckpointReader, cfg: ModelConfig) -> ModelParts
     return ModelParts(linear=linear, experts=experts)
 
 
-def scale_stacks(cfg: ModelConfig) -> tuple[TensorDecl, ...]:
+def scale_stacks(cfg: ModelConfig, block: tuple[int, int]) -> tuple[TensorDecl, ...]:
     """The inventory's expert stacks, applied to the scale grids (`experts.gate_up_proj_scale_inv` from the
-    per-expert `gate_proj.weight_scale_inv` and `up_proj.weight_scale_inv`, rows concatenated). Only the
-    names and sources are read (`state_dict_map.checkpoint_sources`); the shape is the stacked grid's."""
-    block_rows, block_cols = cfg.quantization_config.weight_block_size if cfg.quantization_config else (128, 128)
+    per-expert `gate_proj.weight_scale_inv` and `up_proj.weight_scale_inv`, rows concatenated), for the
+    checkpoint's quantization `block`. `state_dict_map.checkpoint_sources` reads their names and sources."""
     out = []
     for decl in expert_stacks(cfg):
         stack = _stack(decl)
         parts = len(stack.sources)
         experts, rows, cols = decl.shape
-        grid = (experts, -(-rows // parts // block_rows) * parts, -(-cols // block_cols))
+        grid = (experts, -(-rows // parts // block[0]) * parts, -(-cols // block[1]))
         scales = replace(stack, sources=tuple(scale_name(source) for source in stack.sources))
         out.append(replace(decl, name=f"{decl.name}_scale_inv", shape=grid, fp8=False, stacked_from=scales))
     return tuple(out)

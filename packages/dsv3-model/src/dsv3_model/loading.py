@@ -19,8 +19,15 @@ from typing import Literal
 import torch
 
 from dsv3_config import ModelConfig, preset
+from dsv3_config.inventory import TensorDecl
 from dsv3_model.causal_lm import DeepseekForCausalLM
-from dsv3_model.fp8_resident import fp8_resident_parts, resident_names, resident_source, scale_stacks
+from dsv3_model.fp8_resident import (
+    fp8_resident_parts,
+    quantization_block,
+    resident_names,
+    resident_source,
+    scale_stacks,
+)
 from dsv3_model.parts import PLAIN_PARTS
 from dsv3_model.random_init import init_random_weights
 from dsv3_model.state_dict_map import TensorSource, fill_model
@@ -74,9 +81,11 @@ def load_causal_lm(
             model.lm_head.weight = model.model.embed_tokens.weight
         available = set(reader.keys())
         source = dequantizing_source(reader, cfg)
+        scales: tuple[TensorDecl, ...] = ()  # the stacked experts' scale grids, kept only when resident
         if weights == "fp8-resident":
             source = resident_source(reader, resident_names(model, cfg, available), source)
-        fill_model(model, cfg, source, available, scale_stacks(cfg))
+            scales = scale_stacks(cfg, quantization_block(reader, cfg))
+        fill_model(model, cfg, source, available, scales)
     return model
 
 
