@@ -5,15 +5,17 @@ case: prefill tokens/s (256 tokens), decode tokens/s (64 tokens after the prompt
 bytes per token, and achieved memory bandwidth = (weights read per token + cache read per token) x
 decode tokens/s, against the machine's measured read bandwidth (the floor).
 
-dsv3 runs `generate` itself (greedy, one row), four ways: `ours` eager (`compile_decode=False`),
-`ours-compiled` (`True`; a warm-up generation compiles first, and its compile seconds are reported
-apart as `compile_s`), `ours-default` (what `generate` picks by default, `"auto"`: the path it took is
-printed and recorded as `default_compiled` 0/1; it reads the decode-choice record that `ours-compiled`
-wrote into this bench's own cache folder, `DSV3_CACHE_DIR`), and `ours-fp8-resident` (an FP8 checkpoint
-of the medium preset loaded with `weights="fp8-resident"`, default path). Decode tokens/s is 1 / the
-median of the per-step times of two greedy generations (each step timed on its own: ours by `generate`
-(`GenerationResult.step_seconds`), transformers between two calls of a logits processor), so a
-neighbour's burst on this shared host moves a few steps, not the result; prefill is the median of three.
+dsv3 runs `generate` itself (greedy, one row), four ways: `ours` eager (`compile_decode=False`) over the
+plain layers (`kernels="reference"`), `ours-compiled` (`True`, plain layers; a warm-up generation compiles
+first, and its compile seconds are reported apart as `compile_s`), `ours-default` (what the library does
+by default: `random_causal_lm`'s measured CPU kernels, `dsv3_model.cpu_kernels`, and `generate`'s
+`"auto"`: the path it took is printed and recorded as `default_compiled` 0/1; it reads the decode-choice
+record that `ours-compiled` wrote into this bench's own cache folder, `DSV3_CACHE_DIR`), and
+`ours-fp8-resident` (an FP8 checkpoint of the medium preset loaded with `weights="fp8-resident"`,
+defaults). Decode tokens/s is 1 / the median of the per-step times of two greedy generations (each step
+timed on its own: ours by `generate` (`GenerationResult.step_seconds`), transformers between two calls of
+a logits processor), so a neighbour's burst on this shared host moves a few steps, not the result;
+prefill is the median of three.
 
 Each (implementation, dtype) child runs `--rounds` times (default 3), the children taking turns, and every
 value is the median over the rounds; the 1-minute load average at each child's start is printed beside its
@@ -52,23 +54,25 @@ from _common import (
 BENCH = "model"
 IMPLS = ("ours", "ours-compiled", "ours-default", "ours-fp8-resident", "transformers")
 COMPILE_CHOICE = {"ours": False, "ours-compiled": True, "ours-default": "auto", "ours-fp8-resident": "auto"}
+KERNELS = {
+    "ours": "reference",
+    "ours-compiled": "reference",
+    "ours-default": "measured",
+    "ours-fp8-resident": "measured",
+}
 
 
 def _models(dtype: torch.dtype, impl: str, fp8_dir: str | None):
     from dsv3_config import count_params, preset
-    from dsv3_model.causal_lm import DeepseekForCausalLM
-    from dsv3_model.loading import load_causal_lm
-    from dsv3_model.random_init import init_random_weights
+    from dsv3_model.loading import load_causal_lm, random_causal_lm
 
     cfg = preset("medium")
     if impl == "ours-fp8-resident":
         if fp8_dir is None:
             raise ValueError("ours-fp8-resident needs the FP8 checkpoint directory")
-        model = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False, weights="fp8-resident")
-    elif impl.startswith("ours"):
-        model = DeepseekForCausalLM(cfg).eval()
-        init_random_weights(model, seed=0)
-        model = model.to(dtype)
+        model = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False, weights="fp8-resident", kernels=KERNELS[impl])
+    elif impl.startswith("ours"):  # the default loads the measured kernels; eager and compiled the plain ones
+        model = random_causal_lm("medium", seed=0, dtype=dtype, kernels=KERNELS[impl])
     else:
         from dsv3_testing.hf_reference import hf_causal_lm
 

@@ -4,10 +4,12 @@ weights, for 1, 16 and 256 tokens, fp32.
 
     python benchmarks/bench_moe.py --out FILE.json [--quick]
 
-Implementations: `dsv3` (grouped over the active experts); `transformers` (4.57: a loop over all 64
-experts; 5.x: its model default, `grouped_mm`); `transformers-eager` under 5.x (a loop over the hit
-experts). Each step routes a fresh draw of tokens (a fixed pool cycled, so every implementation sees the
-same inputs and the chosen experts change between steps, as in decoding, rather than staying cache-hot).
+Implementations: `dsv3` (what a loaded model runs by default: the measured CPU kernels of
+`dsv3_model.cpu_kernels` over the active experts); `dsv3-reference` (the plain layers); `transformers`
+(4.57: a loop over all 64 experts; 5.x: its model default, `grouped_mm`); `transformers-eager` under
+5.x (a loop over the hit experts). Each step routes a fresh draw of tokens (a fixed pool cycled, so
+every implementation sees the same inputs and the chosen experts change between steps, as in decoding,
+rather than staying cache-hot).
 Median of repeated timings after warmup, the implementations taking turns.
 
 `floor-gemv` is a lower bound for any implementation that reads each needed weight once: the bytes of the
@@ -19,6 +21,7 @@ here). At 1 token it is 6 experts x 3 MiB + 3 MiB: decode is bound by reading th
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -30,7 +33,9 @@ import torch
 import transformers
 from _common import interleaved_medians
 
+from dsv3_blocks.packed_linear import pack_weight, packed_product
 from dsv3_config import preset
+from dsv3_model.cpu_kernels import swap_measured_kernels
 from dsv3_moe import DeepseekMoE, build_deepseek_moe, load_hf_moe_state_dict
 from dsv3_moe.eager_choice import chosen_kernels
 from dsv3_testing.hf_moe import hf_moe_block
@@ -50,16 +55,23 @@ def cycling(module: torch.nn.Module, inputs: list[torch.Tensor]) -> Callable[[],
 
 
 def gemv_bandwidth(hidden: int, rows: int) -> float:
-    """Bytes per second a matrix-vector product reads from a pool of weights far larger than the caches."""
+    """Bytes per second a matrix-vector product reads from a pool of weights far larger than the caches:
+    the faster of `F.linear` and the oneDNN-prepacked product (`dsv3_blocks.packed_linear`) here."""
     pool = torch.randn(64, rows, hidden)
+    packed = [pack_weight(matrix) for matrix in pool] if torch.backends.mkldnn.is_available() else []
     vector = torch.randn(1, hidden)
     state = {"i": 0}
 
-    def step() -> object:
+    def plain() -> object:
         state["i"] = (state["i"] + 1) % len(pool)
         return torch.nn.functional.linear(vector, pool[state["i"]])
 
-    seconds = interleaved_medians({"gemv": step}, warmup=8, reps=64)["gemv"]
+    def prepacked() -> object:
+        state["i"] = (state["i"] + 1) % len(pool)
+        return packed_product(vector, packed[state["i"]])
+
+    forms = {"plain": plain, "packed": prepacked} if packed else {"plain": plain}
+    seconds = min(interleaved_medians(forms, warmup=8, reps=64).values())
     return pool[0].numel() * pool.element_size() / seconds
 
 
@@ -86,8 +98,11 @@ def hf_implementations(cfg: Any) -> dict[str, Any]:
 def run(token_counts: list[int], warmup: int, reps: int) -> list[dict[str, Any]]:
     cfg = preset("medium")
     impls = hf_implementations(cfg)
-    ours = build_deepseek_moe(cfg).eval()
-    load_hf_moe_state_dict(ours, impls["transformers"].state_dict(), cfg)
+    reference = build_deepseek_moe(cfg).eval()
+    load_hf_moe_state_dict(reference, impls["transformers"].state_dict(), cfg)
+    ours = copy.deepcopy(reference)  # what a loaded model runs by default: the measured CPU kernels
+    swap_measured_kernels(ours, cfg.num_experts_per_tok)
+    impls = {"dsv3-reference": reference, **impls}
     records: list[dict[str, Any]] = []
     bandwidth = gemv_bandwidth(cfg.hidden_size, 2 * cfg.moe_intermediate_size)
     generator = torch.Generator().manual_seed(0)

@@ -49,8 +49,9 @@ def per_block(fp8: torch.Tensor, scale: torch.Tensor, block: tuple[int, int]) ->
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_logits_equal_the_dequantized_model_bit_for_bit(fp8_dir, dtype):
-    dense = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False)
-    resident = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False, weights="fp8-resident")
+    # The reference kernels on both sides: the same ops in the same order (packed CPU kernels round differently).
+    dense = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False, kernels="reference")
+    resident = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False, weights="fp8-resident", kernels="reference")
     with pinned("loop"):
         want, got = teacher_forced_logits(dense, IDS), teacher_forced_logits(resident, IDS)
         want_gen = generate(dense, [IDS[:5], IDS[:9]], 6, keep_logits=True)
@@ -98,7 +99,7 @@ def test_quantized_weights_stay_fp8_and_dequantize_per_block(fp8_dir):
 
 def test_resident_model_holds_about_one_byte_per_quantized_parameter(fp8_dir):
     resident = load_causal_lm(fp8_dir, dtype=torch.bfloat16, include_mtp=False, weights="fp8-resident")
-    dense = load_causal_lm(fp8_dir, dtype=torch.bfloat16, include_mtp=False)
+    dense = load_causal_lm(fp8_dir, dtype=torch.bfloat16, include_mtp=False, kernels="reference")
     experts, dense_experts = resident.model.layers[1].mlp.experts, dense.model.layers[1].mlp.experts
     held = sum(t.numel() * t.element_size() for t in experts.state_dict().values())
     # tiny: 16 experts, H 64, I 48, 32 x 32 blocks. Per expert 3 * 48 * 64 FP8 bytes, and fp32 scales:
@@ -109,7 +110,17 @@ def test_resident_model_holds_about_one_byte_per_quantized_parameter(fp8_dir):
 
 
 def test_cli_generate_fp8_resident_prints_the_dequantized_tokens(fp8_dir, capsys):
-    args = ["generate", "--model", str(fp8_dir), "--prompt-ids", "5,6,7", "--max-new-tokens", "6"]
+    args = [
+        "generate",
+        "--model",
+        str(fp8_dir),
+        "--prompt-ids",
+        "5,6,7",
+        "--max-new-tokens",
+        "6",
+        "--kernels",
+        "reference",
+    ]
     with pinned("loop"):
         assert main(args) == 0
         dequantized = capsys.readouterr().out
@@ -132,7 +143,7 @@ def test_compiled_decode_of_the_resident_model_matches_its_eager_decode(fp8_dir)
     the eager tokens, logits within 1e-5 (inductor may fuse the products' order)."""
     import torch._dynamo
 
-    model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, weights="fp8-resident")
+    model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, weights="fp8-resident", kernels="reference")
     torch._dynamo.reset()
     eager = generate(model, [IDS[:5], IDS[:9]], 8, keep_logits=True, compile_decode=False)
     compiled = generate(model, [IDS[:5], IDS[:9]], 8, keep_logits=True, compile_decode=True)

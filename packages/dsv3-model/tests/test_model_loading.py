@@ -36,8 +36,8 @@ def test_bf16_checkpoint_matches_transformers_loading_the_same_directory(bf16_di
 
 def test_mtp_layer_is_loaded_when_present_and_skipped_on_request(bf16_dir):
     cfg = preset("tiny")
-    with_mtp = load_causal_lm(bf16_dir, dtype=torch.float32, include_mtp=True)
-    without = load_causal_lm(bf16_dir, dtype=torch.float32, include_mtp=False)
+    with_mtp = load_causal_lm(bf16_dir, dtype=torch.float32, include_mtp=True, kernels="reference")
+    without = load_causal_lm(bf16_dir, dtype=torch.float32, include_mtp=False, kernels="reference")
     assert len(with_mtp.mtp_layers) == 1
     assert not without.mtp_layers
     key = f"model.layers.{cfg.num_hidden_layers}.eh_proj.weight"
@@ -51,7 +51,7 @@ def test_mtp_layer_is_loaded_when_present_and_skipped_on_request(bf16_dir):
 def test_fp8_checkpoint_loads_dequantized(fp8_dir):
     """Every FP8 weight equals fp8 * scale per block (checked on one partial-block tensor by hand)."""
     cfg = preset("tiny")
-    model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False)
+    model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, kernels="reference")  # plain weights
     name = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"  # 40 x 64 with 32 x 32 blocks: partial rows
     with CheckpointReader(fp8_dir) as reader:
         fp8 = reader.get(name).float()
@@ -67,7 +67,7 @@ def test_fp8_checkpoint_loads_dequantized(fp8_dir):
 
 
 def test_router_stays_fp32_in_a_bf16_model(bf16_dir):
-    model = load_causal_lm(bf16_dir, dtype=torch.bfloat16)
+    model = load_causal_lm(bf16_dir, dtype=torch.bfloat16, kernels="reference")
     router = model.model.layers[1].mlp.gate
     assert router.weight.dtype == torch.float32
     assert router.e_score_correction_bias.dtype == torch.float32

@@ -3,7 +3,7 @@ tensor-parallel shard plan. `LinearFactory`, `default_linear_factory` and `RMSNo
 here because MLA's constructor takes the one and builds the other."""
 
 from dsv3_blocks import LinearFactory, RMSNorm, default_linear_factory
-from dsv3_mla.attention import LATENT_NORM_EPS, MultiHeadLatentAttention, PathChoice
+from dsv3_mla.attention import LATENT_NORM_EPS, MATRIX_READ_PROJECTIONS, MultiHeadLatentAttention, PathChoice
 from dsv3_mla.attention_blocked import KEY_BLOCK, KeyVisibility, online_softmax
 from dsv3_mla.attention_math import (
     AttentionPath,
@@ -19,6 +19,7 @@ from dsv3_mla.shard_plan import mla_shard_plan
 __all__ = [
     "KEY_BLOCK",
     "LATENT_NORM_EPS",
+    "MATRIX_READ_PROJECTIONS",
     "AttentionPath",
     "KeyVisibility",
     "LatentCache",

@@ -43,6 +43,12 @@ LATENT_NORM_EPS = 1e-6
 PathChoice = Literal["auto", "absorbed", "expanded"]
 
 
+# Projections whose `.weight` the absorbed attention form reads as a matrix (`kv_b_weight_HXc`), not only
+# through the layer's product: whatever replaces projections (FP8 kept resident, prepacked CPU kernels)
+# must leave these as layers with a plain weight.
+MATRIX_READ_PROJECTIONS = ("kv_b_proj",)
+
+
 class MultiHeadLatentAttention(nn.Module):
     def __init__(
         self, cfg: ModelConfig, *, linear_factory: LinearFactory = default_linear_factory, tp_size: int = 1

@@ -21,6 +21,7 @@ from torch import nn
 
 from dsv3_config import ModelConfig
 from dsv3_config.inventory import ExpertStack, TensorDecl, expert_stacks
+from dsv3_mla import MATRIX_READ_PROJECTIONS
 from dsv3_model.fp8_experts import Fp8GroupedExperts
 from dsv3_model.fp8_linear import Fp8BlockLinear
 from dsv3_model.parts import ModelParts, plain_experts
@@ -30,8 +31,6 @@ from dsv3_weights.fp8 import FP8_DTYPE
 from dsv3_weights.layout import scale_name
 from dsv3_weights.reader import CheckpointReader
 from dsv3_weights.validate import check_finite
-
-DENSE_KEPT = ("kv_b_proj",)  # read as a matrix by absorbed attention, not only through its product
 
 
 def quantization_block(reader: CheckpointReader, cfg: ModelConfig) -> tuple[int, int]:
@@ -48,7 +47,7 @@ def fp8_resident_parts(reader: CheckpointReader, cfg: ModelConfig) -> ModelParts
     block = quantization_block(reader, cfg)
 
     def linear(prefix: str, name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
-        if name in DENSE_KEPT or scale_name(f"{prefix}{name}.weight") not in reader:
+        if name in MATRIX_READ_PROJECTIONS or scale_name(f"{prefix}{name}.weight") not in reader:
             return nn.Linear(in_features, out_features, bias=bias)
         return Fp8BlockLinear(in_features, out_features, bias, block=block)
 

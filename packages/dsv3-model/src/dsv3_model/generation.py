@@ -8,6 +8,8 @@ padding token whose output is discarded (their cache slots are never read again)
 The decode step runs eagerly, compiled (`compile_decode=True`: `CompiledDecodeStep`, torch.compile over
 static shapes, compiled once per model and shapes), or, by default (`"auto"`), eagerly until a
 measurement made on this machine says compiling repays itself over the steps left (`dsv3_model.decode_choice`).
+A model running prepacked eager CPU kernels (`dsv3_model.cpu_kernels`, the loaders' default) decodes
+eagerly: those kernels do not compile, and where they were chosen they measured faster.
 A compiled model keeps its step (`compiled_step`), so later calls of the same shapes compile nothing.
 
 Shape legend: B batch rows, P padded prompt length, S tokens in a call, V vocabulary.
@@ -25,6 +27,7 @@ import torch
 from dsv3_mla import LatentCache
 from dsv3_model.causal_lm import DeepseekForCausalLM
 from dsv3_model.compiled_decode import CompiledDecodeStep
+from dsv3_model.cpu_kernels import runs_eager_only_kernels
 from dsv3_model.decode_choice import PROBE_STEPS, compiled_record, read_record, shape_key, should_switch, write_record
 from dsv3_model.sampling import SamplingParams, make_generator, select_next
 
@@ -47,6 +50,13 @@ class DecodeSteps:
     steps, then compiled if `should_switch` says the record for these shapes repays it."""
 
     def __init__(self, model: DeepseekForCausalLM, compile_decode: CompileChoice, batch: int, cache_len: int) -> None:
+        eager_only = runs_eager_only_kernels(model)
+        if compile_decode is True and eager_only:
+            raise ValueError(
+                "compile_decode=True: this model runs prepacked eager CPU kernels, which do not compile; "
+                "load it with kernels='reference' to compile its decode step"
+            )
+        compile_decode = False if eager_only else compile_decode  # "auto" has nothing to switch to
         self.model, self.choice, self.shapes = model, compile_decode, (batch, cache_len)
         self.key = None if compile_decode is False else shape_key(model, model.config, batch, cache_len)
         self.record = read_record(self.key) if compile_decode == "auto" and self.key is not None else None

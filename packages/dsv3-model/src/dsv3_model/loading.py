@@ -21,6 +21,7 @@ import torch
 from dsv3_config import ModelConfig, preset
 from dsv3_config.inventory import TensorDecl
 from dsv3_model.causal_lm import DeepseekForCausalLM
+from dsv3_model.cpu_kernels import KERNEL_CHOICES, KernelChoice, use_measured_kernels
 from dsv3_model.fp8_resident import (
     fp8_resident_parts,
     quantization_block,
@@ -60,16 +61,25 @@ def dequantizing_source(reader: CheckpointReader, cfg: ModelConfig) -> TensorSou
 
 
 def load_causal_lm(
-    model_dir: str | Path, *, dtype: torch.dtype, include_mtp: bool = True, weights: WeightsMode = "dequantized"
+    model_dir: str | Path,
+    *,
+    dtype: torch.dtype,
+    include_mtp: bool = True,
+    weights: WeightsMode = "dequantized",
+    kernels: KernelChoice = "measured",
 ) -> DeepseekForCausalLM:
     """Load an HF-layout checkpoint. The MTP layer is loaded when the checkpoint has it and
     `include_mtp` is set; otherwise its tensors are left unread (never silently half-loaded).
 
     `weights`: "dequantized" holds every weight in `dtype`; "fp8-resident" keeps an FP8 checkpoint's
     quantized weights as stored and dequantizes them per matmul into `dtype` (`dsv3_model.fp8_resident`:
-    about half the memory of bf16, the same logits as "dequantized")."""
+    about half the memory of bf16, the same logits as "dequantized").
+
+    `kernels`: "measured" runs each layer's oneDNN-prepacked CPU form where it measured faster on this
+    machine (eager inference only), "reference" keeps plain layers (`dsv3_model.cpu_kernels`)."""
     if weights not in WEIGHTS_MODES:
         raise ValueError(f"weights must be one of {WEIGHTS_MODES}, got {weights!r}")
+    check_kernels(kernels)
     with CheckpointReader(model_dir) as reader:
         cfg = check_source(reader)
         with_mtp = include_mtp and has_mtp_tensors(reader, cfg)
@@ -86,11 +96,25 @@ def load_causal_lm(
             source = resident_source(reader, resident_names(model, cfg, available), source)
             scales = scale_stacks(cfg, quantization_block(reader, cfg))
         fill_model(model, cfg, source, available, scales)
+    if kernels == "measured":
+        use_measured_kernels(model)
     return model
 
 
-def random_causal_lm(name: str, *, seed: int, dtype: torch.dtype) -> DeepseekForCausalLM:
-    """A preset with transformers-style random weights (what `dsv3 generate` runs with no model)."""
+def random_causal_lm(
+    name: str, *, seed: int, dtype: torch.dtype, kernels: KernelChoice = "measured"
+) -> DeepseekForCausalLM:
+    """A preset with transformers-style random weights (what `dsv3 generate` runs with no model);
+    `kernels` as in `load_causal_lm`."""
+    check_kernels(kernels)
     model = DeepseekForCausalLM(preset(name)).eval()
     init_random_weights(model, seed)
-    return model.to(dtype)
+    model = model.to(dtype)
+    if kernels == "measured":
+        use_measured_kernels(model)
+    return model
+
+
+def check_kernels(kernels: str) -> None:
+    if kernels not in KERNEL_CHOICES:
+        raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")

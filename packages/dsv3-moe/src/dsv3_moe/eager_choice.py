@@ -18,13 +18,14 @@ Shape legend: T tokens, H hidden, K experts per token, P = T * K pairs, E local 
 
 from __future__ import annotations
 
-import statistics
-import time
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+
+from dsv3_blocks.timing import fastest
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 CALIBRATION_RUNS = 5
@@ -78,15 +79,7 @@ def chosen_kernels() -> dict[tuple[object, ...], str]:
 
 def _faster(args: tuple[torch.Tensor, ...]) -> str:
     """The name of the kernel with the lower median time over interleaved runs on these very inputs."""
-    times: dict[str, list[float]] = {name: [] for name in KERNELS}
-    for _ in range(CALIBRATION_RUNS):
-        for name, kernel in KERNELS.items():
-            start = time.perf_counter()
-            kernel(*args)
-            if args[0].device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return min(times, key=lambda name: statistics.median(times[name]))
+    return fastest({name: functools.partial(kernel, *args) for name, kernel in KERNELS.items()}, CALIBRATION_RUNS)
 
 
 def _sorted_pairs(local_TK: torch.Tensor, num_local: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -140,10 +133,12 @@ def expert_loop(
     weight_TK: torch.Tensor,
     num_local: int,
     expert_weights: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.linear,
 ) -> torch.Tensor:
     """`active_expert_loop` over weights fetched per active expert: `expert_weights(e) -> (gate_up_XH,
     down_HI)`, a view of a stack or weights made on demand (FP8 kept resident, dequantized per expert),
-    so both run the very same ops in the same order."""
+    so both run the very same ops in the same order; `product(rows, weight)` is `F.linear` or the
+    product over weights prepacked for this CPU (`dsv3_moe.packed_experts`)."""
     order_P, token_P, ends_E = _sorted_pairs(local_TK, num_local)
     rows_PH = hidden_TH.index_select(0, token_P)
     expert_out_PH = torch.empty_like(rows_PH)
@@ -151,8 +146,8 @@ def expert_loop(
     for expert, end in enumerate(ends_E.tolist()):
         if end > start:
             gate_up_XH, down_HI = expert_weights(expert)
-            gate_RI, up_RI = F.linear(rows_PH[start:end], gate_up_XH).chunk(2, dim=-1)
-            expert_out_PH[start:end] = F.linear(F.silu(gate_RI) * up_RI, down_HI)
+            gate_RI, up_RI = product(rows_PH[start:end], gate_up_XH).chunk(2, dim=-1)
+            expert_out_PH[start:end] = product(F.silu(gate_RI) * up_RI, down_HI)
         start = end
     return _combine(hidden_TH, expert_out_PH, weight_TK, order_P, token_P)
 

@@ -93,24 +93,37 @@ def grouped_swiglu(
     """`sum_k w[t,k] * down_e(silu(gate_e(x_t)) * up_e(x_t))` over the pairs whose expert `e = idx[t,k]` lies
     in `[first_expert, first_expert + E)`; the others contribute zero. Returns [T, H] in `hidden_TH.dtype`.
     Expert ids are trusted (validated where they are made: the router's top-k is in range by construction)."""
+    if topk_idx_TK.shape[0] == 0:
+        check_pairs(hidden_TH, topk_idx_TK, topk_weight_TK)
+        return hidden_TH.new_zeros(hidden_TH.shape)
+    local_TK, weight_TK = local_pairs(hidden_TH, topk_idx_TK, topk_weight_TK, first_expert, gate_up_EXH.shape[0])
+    if _grouped_mm_applies(hidden_TH, gate_up_EXH, down_EHI):
+        out_TH = eager_swiglu(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
+    else:
+        out_TH = static_swiglu(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
+    return out_TH.to(hidden_TH.dtype)
+
+
+def check_pairs(hidden_TH: torch.Tensor, topk_idx_TK: torch.Tensor, topk_weight_TK: torch.Tensor) -> None:
+    """hidden [T, H], idx and weight [T, K], or a ValueError naming the shapes."""
     num_tokens = topk_idx_TK.shape[0]
     if hidden_TH.dim() != 2 or hidden_TH.shape[0] != num_tokens or topk_weight_TK.shape != topk_idx_TK.shape:
         raise ValueError(
             f"expected hidden [T, H], idx and weight [T, K]; got {tuple(hidden_TH.shape)}, "
             f"{tuple(topk_idx_TK.shape)}, {tuple(topk_weight_TK.shape)}"
         )
-    if num_tokens == 0:
-        return hidden_TH.new_zeros(hidden_TH.shape)
+
+
+def local_pairs(
+    hidden_TH: torch.Tensor, topk_idx_TK: torch.Tensor, topk_weight_TK: torch.Tensor, first_expert: int, num_local: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(local ids, fp32 weights) [T, K] of the pairs this module holds the experts of: a pair routed to an
+    expert outside `[first_expert, first_expert + num_local)` gets local id 0 at weight zero (exactly zero
+    contribution), so every computation sees in-range ids."""
+    check_pairs(hidden_TH, topk_idx_TK, topk_weight_TK)
     local_TK = topk_idx_TK - first_expert
-    in_range_TK = (local_TK >= 0) & (local_TK < gate_up_EXH.shape[0])
-    # Another rank's expert: any local id in its place, at weight zero (exactly zero contribution).
-    local_TK = torch.where(in_range_TK, local_TK, 0)
-    weight_TK = torch.where(in_range_TK, topk_weight_TK.to(torch.float32), 0.0)
-    if _grouped_mm_applies(hidden_TH, gate_up_EXH, down_EHI):
-        out_TH = eager_swiglu(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
-    else:
-        out_TH = static_swiglu(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
-    return out_TH.to(hidden_TH.dtype)
+    in_range_TK = (local_TK >= 0) & (local_TK < num_local)
+    return torch.where(in_range_TK, local_TK, 0), torch.where(in_range_TK, topk_weight_TK.to(torch.float32), 0.0)
 
 
 def _grouped_mm_applies(*tensors: torch.Tensor) -> bool:

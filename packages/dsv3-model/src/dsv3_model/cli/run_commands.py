@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsv3_config import PRESETS, ModelConfig, load_config, preset
 from dsv3_model.cli.errors import DataError, UsageError
@@ -23,6 +23,9 @@ from dsv3_model.cli.options import (
 from dsv3_model.cli.prompts import check_positions, check_prompt_ids
 from dsv3_model.cli.resources import check_weights_fit
 from dsv3_model.tokenizer import TOKENIZER_FILES, has_tokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from dsv3_model.cpu_kernels import KernelChoice
 
 DTYPES = ("float32", "bfloat16")
 WEIGHTS = ("dequantized", "fp8-resident")  # dsv3_model.loading.WEIGHTS_MODES (not imported: it needs torch)
@@ -58,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default="auto",
         help="auto (default): compile the decode step when this machine's recorded measurement says the run "
         "repays the compile (dsv3_model.decode_choice); on: compile (and record the measurement); off: eager",
+    )
+    gen.add_argument(
+        "--kernels",
+        choices=("measured", "reference"),
+        help="measured (default, eager decode): each layer's oneDNN-prepacked CPU form where it measured faster "
+        "on this machine; reference: plain layers (the default with --compile-decode on: packed ones do not compile)",
     )
     gen.add_argument("--mtp", choices=("keep", "skip"), default="keep", help="load the MTP layer when present")
     gen.add_argument(
@@ -133,10 +142,13 @@ def _generate(args: argparse.Namespace) -> int:
     from dsv3_model.sampling import SamplingParams
 
     dtype = getattr(torch, args.dtype)
+    kernels = _kernels_option(args.kernels, args.compile_decode)
     if args.model is not None:
-        model = load_causal_lm(args.model, dtype=dtype, include_mtp=args.mtp == "keep", weights=args.weights)
+        model = load_causal_lm(
+            args.model, dtype=dtype, include_mtp=args.mtp == "keep", weights=args.weights, kernels=kernels
+        )
     else:
-        model = random_causal_lm(args.preset or "tiny", seed=args.seed, dtype=dtype)
+        model = random_causal_lm(args.preset or "tiny", seed=args.seed, dtype=dtype, kernels=kernels)
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     eos = model.config.eos_token_id
     eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
@@ -150,6 +162,15 @@ def _generate(args: argparse.Namespace) -> int:
         else:
             print(" ".join(str(t) for t in tokens))
     return 0
+
+
+def _kernels_option(kernels: str | None, compile_decode: str) -> KernelChoice:
+    """`--kernels`, defaulting to what `--compile-decode` can run: packed kernels do not compile."""
+    if kernels == "measured" and compile_decode == "on":
+        raise UsageError("--kernels measured runs prepacked eager kernels, which --compile-decode on cannot compile")
+    if kernels is None:
+        return "reference" if compile_decode == "on" else "measured"
+    return "reference" if kernels == "reference" else "measured"
 
 
 def _text_tokenizer(model_dir: Path | None) -> Any:
