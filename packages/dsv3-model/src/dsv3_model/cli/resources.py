@@ -24,12 +24,24 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def check_weights_fit(cfg: ModelConfig, dtype: str, source: str) -> None:
+def weight_bytes_lower_bound(cfg: ModelConfig, dtype: str, weights: str = "dequantized") -> int:
+    """Bytes the weights take at least: every parameter in `dtype`; with `--weights fp8-resident`, one
+    byte per parameter except the embedding and `lm_head`, which FP8 checkpoints store unquantized (the
+    FP8 scales and the other unquantized tensors only add to this, so it stays a lower bound)."""
+    total, width = count_params(cfg).total, BYTES_PER_VALUE[dtype]
+    if weights != "fp8-resident":
+        return total * width
+    dense = cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2)
+    return total + dense * (width - 1)
+
+
+def check_weights_fit(cfg: ModelConfig, dtype: str, source: str, weights: str = "dequantized") -> None:
     """UsageError naming `source` (the option) when the weights alone exceed the physical memory."""
-    need = count_params(cfg).total * BYTES_PER_VALUE[dtype]
+    need = weight_bytes_lower_bound(cfg, dtype, weights)
     have = physical_memory_bytes()
     if have is not None and need > have:
+        held = f"{dtype} weights" if weights != "fp8-resident" else "FP8-resident weights"
         raise UsageError(
-            f"{source}: its {dtype} weights need {need / 2**30:,.0f} GiB, more than this machine's "
+            f"{source}: its {held} need {need / 2**30:,.0f} GiB, more than this machine's "
             f"{have / 2**30:,.0f} GiB of memory; use a smaller model (e.g. --preset tiny or medium)"
         )

@@ -133,7 +133,9 @@ def _generate(args: argparse.Namespace) -> int:
         tokenizer, prompts = None, [[cfg.bos_token_id or 0, 5, 6, 7]]
         check_prompt_ids(prompts, cfg.vocab_size, "the default prompt (give --prompt-ids)")
     check_positions(prompts, args.max_new_tokens, cfg.max_position_embeddings, allow_long=args.allow_long)
-    check_weights_fit(cfg, args.dtype, f"--model {args.model}" if args.model is not None else "--preset")
+    check_weights_fit(
+        cfg, args.dtype, f"--model {args.model}" if args.model is not None else "--preset", args.weights
+    )
 
     import torch
 
