@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from dsv3_model.fp8_linear import apply_keeping_stored
-from dsv3_moe import static_swiglu
+from dsv3_moe import ExpertOperands, static_swiglu
 from dsv3_moe.eager_choice import expert_loop
 from dsv3_weights.fp8 import FP8_DTYPE, dequantize_fp8_blocks, dequantize_traceable, scale_grid
 
@@ -57,7 +57,7 @@ class Fp8GroupedExperts(nn.Module):
             return hidden_TH.new_zeros(hidden_TH.shape)
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and hidden_TH.requires_grad):
             gate_up_EXH, down_EHI = self.dequantized_stacks()
-            out_TH = static_swiglu(hidden_TH, topk_idx_TK, weight_TK, gate_up_EXH, down_EHI)
+            out_TH = static_swiglu(ExpertOperands(hidden_TH, topk_idx_TK, weight_TK, gate_up_EXH, down_EHI))
         else:
             out_TH = expert_loop(hidden_TH, topk_idx_TK, weight_TK, self.num_experts, self.expert_weights)
         return out_TH.to(hidden_TH.dtype)
