@@ -6,7 +6,7 @@ a5ef7c8): a prefill passes the whole prompt, its positions, `slot_mapping` for t
 token, its position and its slot (:798-832). Which blocks a request owns is the test's choice, as vLLM's
 block manager's is: sharing a prefix means naming the same blocks.
 
-Shape legend: B batch (1), L tokens so far, V vocab.
+Shape legend: B batch (1), L tokens so far, V vocab, M model length, N blocks per request.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ class PagedLayout:
     def slots(self, blocks: list[int], start: int, end: int) -> list[int]:
         return [blocks[i // self.block_size] * self.block_size + i % self.block_size for i in range(start, end)]
 
+    def prefill_slots_1M(self, blocks: list[int], start: int, end: int) -> torch.Tensor:
+        """A prefill's `slot_mapping`: the slots of tokens `start..end`, padded with -1 to the model length."""
+        slots = self.slots(blocks, start, end)
+        return torch.tensor([slots + [-1] * (self.max_model_len - len(slots))])
+
     def table_1N(self, blocks: list[int]) -> torch.Tensor:
         return torch.tensor([blocks + [0] * (self.blocks_per_request - len(blocks))])
 
@@ -38,14 +43,12 @@ class PagedLayout:
 def prefill(model: Any, layout: PagedLayout, ids_1L: torch.Tensor, blocks: list[int], computed: int) -> torch.Tensor:
     """Logits [1, V] of the last prompt token; the first `computed` tokens are already in `blocks`."""
     length = ids_1L.shape[1]
-    slots = layout.slots(blocks, computed, length)
-    slot_mapping = torch.tensor([slots + [-1] * (layout.max_model_len - len(slots))])
     with torch.no_grad():
         out = model(
             ids_1L,
             position_ids=torch.arange(length)[None],
             seq_ids=torch.tensor([0], dtype=torch.int32),
-            slot_mapping=slot_mapping,
+            slot_mapping=layout.prefill_slots_1M(blocks, computed, length),
             block_table=layout.table_1N(blocks),
             full_context_lens=torch.tensor([[length]]),
             computed_context_lens=torch.tensor([[computed]]),

@@ -165,8 +165,7 @@ def _paged_inputs(model: Any, positions_BS: torch.Tensor, rows: list[Request]) -
     layout = PagedLayout(model.neuron_config.pa_block_size, model.neuron_config.seq_len)
     first, last = int(positions_BS[0, 0]), int(positions_BS[0, -1]) + 1
     if positions_BS.shape[1] > 1:  # a prefill: one row, nothing computed before it
-        slots = layout.slots(rows[0].blocks, first, last)
-        slot_mapping = torch.tensor([slots + [-1] * (layout.max_model_len - len(slots))])
+        slot_mapping = layout.prefill_slots_1M(rows[0].blocks, first, last)
     else:
         slot_mapping = torch.tensor(
             [layout.slots(r.blocks, int(p), int(p) + 1) for r, p in zip(rows, positions_BS[:, 0], strict=True)]

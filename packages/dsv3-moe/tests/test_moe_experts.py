@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dsv3_moe import GroupedExperts
+from dsv3_moe import ExpertOperands, GroupedExperts
 from dsv3_moe.eager_choice import KERNELS, chosen_kernels
 from dsv3_moe.experts import _grouped_mm_applies, static_swiglu
 
@@ -47,7 +47,8 @@ def run_path(path: str, experts: GroupedExperts, *args: torch.Tensor) -> torch.T
         if not hasattr(F, "grouped_mm"):
             pytest.skip("this torch has no F.grouped_mm; the static path is the one in use")
         with torch.no_grad():
-            return KERNELS[path.removeprefix("eager_")](hidden, idx, weight, experts.gate_up_proj, experts.down_proj)
+            operands = ExpertOperands(hidden, idx, weight, experts.gate_up_proj, experts.down_proj)
+            return KERNELS[path.removeprefix("eager_")](operands)
     if path == "grouped_mm":
         if not hasattr(F, "grouped_mm"):
             pytest.skip("this torch has no F.grouped_mm; the static path is the one in use")
@@ -57,7 +58,7 @@ def run_path(path: str, experts: GroupedExperts, *args: torch.Tensor) -> torch.T
     if path.startswith("static"):
         assert (hidden.shape[0] * K <= E) == (path == "static_pairs")
         with torch.no_grad():
-            return static_swiglu(hidden, idx, weight, experts.gate_up_proj, experts.down_proj)
+            return static_swiglu(ExpertOperands(hidden, idx, weight, experts.gate_up_proj, experts.down_proj))
     with torch.enable_grad():
         assert not _grouped_mm_applies(hidden, experts.gate_up_proj, experts.down_proj)
         return experts(*args).detach()

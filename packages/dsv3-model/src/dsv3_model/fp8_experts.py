@@ -16,40 +16,30 @@ Shape legend: T tokens, H hidden, K experts per token, E experts, I intermediate
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-from torch import nn
 
-from dsv3_model.fp8_linear import apply_keeping_stored
-from dsv3_moe import static_swiglu
+from dsv3_model.fp8_module import Fp8Module
+from dsv3_moe import ExpertOperands, static_swiglu
 from dsv3_moe.eager_choice import expert_loop
-from dsv3_weights.fp8 import FP8_DTYPE, dequantize_fp8_blocks, dequantize_traceable, scale_grid
-
-_STORED = ("gate_up_proj", "gate_up_proj_scale_inv", "down_proj", "down_proj_scale_inv")
+from dsv3_weights.fp8 import dequantize_fp8_blocks, dequantize_traceable, scale_grid
 
 
-class Fp8GroupedExperts(nn.Module):
+class Fp8GroupedExperts(Fp8Module):
     """`experts(hidden_TH, topk_idx_TK, topk_weight_TK) -> out_TH`, all experts on this device."""
 
     gate_up_proj: torch.Tensor
     gate_up_proj_scale_inv: torch.Tensor
     down_proj: torch.Tensor
     down_proj_scale_inv: torch.Tensor
-    dtype_probe: torch.Tensor
 
     def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, *, block: tuple[int, int]) -> None:
-        super().__init__()
-        self.num_experts, self.intermediate_size, self.block = num_experts, intermediate_size, block
+        super().__init__(block)
+        self.num_experts, self.intermediate_size = num_experts, intermediate_size
         half_grid = scale_grid((intermediate_size, hidden_size), block)
         down_grid = scale_grid((hidden_size, intermediate_size), block)
-        self.register_buffer(
-            "gate_up_proj", torch.zeros(num_experts, 2 * intermediate_size, hidden_size, dtype=FP8_DTYPE)
-        )
-        self.register_buffer("gate_up_proj_scale_inv", torch.ones(num_experts, 2 * half_grid[0], half_grid[1]))
-        self.register_buffer("down_proj", torch.zeros(num_experts, hidden_size, intermediate_size, dtype=FP8_DTYPE))
-        self.register_buffer("down_proj_scale_inv", torch.ones(num_experts, *down_grid))
-        self.register_buffer("dtype_probe", torch.empty(0), persistent=False)
+        gate_up_shape = (num_experts, 2 * intermediate_size, hidden_size)
+        self.register_fp8("gate_up_proj", gate_up_shape, (num_experts, 2 * half_grid[0], half_grid[1]))
+        self.register_fp8("down_proj", (num_experts, hidden_size, intermediate_size), (num_experts, *down_grid))
 
     def forward(self, hidden_TH: torch.Tensor, topk_idx_TK: torch.Tensor, topk_weight_TK: torch.Tensor) -> torch.Tensor:
         weight_TK = topk_weight_TK.to(torch.float32)
@@ -57,14 +47,14 @@ class Fp8GroupedExperts(nn.Module):
             return hidden_TH.new_zeros(hidden_TH.shape)
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and hidden_TH.requires_grad):
             gate_up_EXH, down_EHI = self.dequantized_stacks()
-            out_TH = static_swiglu(hidden_TH, topk_idx_TK, weight_TK, gate_up_EXH, down_EHI)
+            out_TH = static_swiglu(ExpertOperands(hidden_TH, topk_idx_TK, weight_TK, gate_up_EXH, down_EHI))
         else:
             out_TH = expert_loop(hidden_TH, topk_idx_TK, weight_TK, self.num_experts, self.expert_weights)
         return out_TH.to(hidden_TH.dtype)
 
     def expert_weights(self, expert: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Expert `expert`'s `(gate_up [2I, H], down [H, I])` in the model dtype, dequantized for this call."""
-        dtype, inter = self.dtype_probe.dtype, self.intermediate_size
+        dtype, inter = self.products_dtype, self.intermediate_size
         rows = self.gate_up_proj_scale_inv.shape[1] // 2
         gate_up_XH = torch.empty(self.gate_up_proj.shape[1:], dtype=dtype)
         for half in (0, 1):
@@ -80,7 +70,7 @@ class Fp8GroupedExperts(nn.Module):
 
     def dequantized_stacks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every expert's `(gate_up [E, 2I, H], down [E, H, I])`, traceably (the compiled and autograd form)."""
-        dtype, inter = self.dtype_probe.dtype, self.intermediate_size
+        dtype, inter = self.products_dtype, self.intermediate_size
         rows = self.gate_up_proj_scale_inv.shape[1] // 2
         halves = [
             dequantize_traceable(
@@ -94,12 +84,8 @@ class Fp8GroupedExperts(nn.Module):
         down = dequantize_traceable(self.down_proj, self.down_proj_scale_inv, self.block, dtype)
         return torch.cat(halves, dim=1), down
 
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Fp8GroupedExperts:
-        apply_keeping_stored(self, fn, recurse, _STORED)
-        return self
-
     def extra_repr(self) -> str:
         return (
             f"experts 0..{self.num_experts - 1} FP8, gate_up_proj {tuple(self.gate_up_proj.shape)}, "
-            f"down_proj {tuple(self.down_proj.shape)}, blocks {self.block}, products in {self.dtype_probe.dtype}"
+            f"down_proj {tuple(self.down_proj.shape)}, blocks {self.block}, products in {self.products_dtype}"
         )

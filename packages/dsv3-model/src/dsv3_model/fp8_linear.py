@@ -10,20 +10,19 @@ two fp32 factors: the same values, no host sync).
 
 State-dict names are the checkpoint's (`weight` float8_e4m3fn [out, in], `weight_scale_inv` fp32 grid,
 `bias`), so a checkpoint's tensors load as stored. `.to(dtype)` changes the dtype the weight is
-dequantized into (and the bias) but never the stored FP8 values or their scales.
+dequantized into (and the bias) but never the stored FP8 values or their scales (`Fp8Module`).
 
 Shape legend: M, N weight rows / columns; Gr, Gc scale grid; br, bc block size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsv3_weights.fp8 import FP8_DTYPE, dequantize_fp8_blocks, dequantize_traceable, scale_grid
+from dsv3_model.fp8_module import Fp8Module
+from dsv3_weights.fp8 import dequantize_fp8_blocks, dequantize_traceable, scale_grid
 
 
 def dequantize(
@@ -35,54 +34,27 @@ def dequantize(
     return dequantize_fp8_blocks(weight_MN, scale_GrGc, block, dtype)
 
 
-def apply_keeping_stored(
-    module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool, stored: tuple[str, ...]
-) -> None:
-    """`nn.Module._apply(fn)` for a module whose buffers `stored` keep their dtype: moved (device, meta,
-    `to_empty`) like everything else, but a dtype conversion is undone from the originals, not by
-    casting back (an fp32 scale through bf16 would lose bits)."""
-    originals = {name: module._buffers[name] for name in stored}
-    nn.Module._apply(module, fn, recurse)
-    for name, original in originals.items():
-        converted = module._buffers[name]
-        if original is None or converted is None or converted.dtype == original.dtype:
-            continue
-        if original.is_meta or converted.is_meta:
-            module._buffers[name] = torch.empty(original.shape, dtype=original.dtype, device=converted.device)
-        else:
-            module._buffers[name] = original.to(device=converted.device)
-
-
-class Fp8BlockLinear(nn.Module):
+class Fp8BlockLinear(Fp8Module):
     """`x @ dequantize(weight, weight_scale_inv).T + bias`, the weight dequantized into the model dtype."""
 
     weight: torch.Tensor
     weight_scale_inv: torch.Tensor
-    dtype_probe: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, bias: bool, *, block: tuple[int, int]) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.block = in_features, out_features, block
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=FP8_DTYPE))
-        grid = scale_grid((out_features, in_features), block)
-        self.register_buffer("weight_scale_inv", torch.ones(grid, dtype=torch.float32))
+        super().__init__(block)
+        self.in_features, self.out_features = in_features, out_features
+        self.register_fp8("weight", (out_features, in_features), scale_grid((out_features, in_features), block))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        # Zero-size, not saved: `.to(dtype)` converts it, and its dtype is the one products run in.
-        self.register_buffer("dtype_probe", torch.empty(0), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantized_weight(), self.bias)
 
     def dequantized_weight(self) -> torch.Tensor:
         """[out, in] in the model dtype, made for this call."""
-        return dequantize(self.weight, self.weight_scale_inv, self.block, self.dtype_probe.dtype)
-
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Fp8BlockLinear:
-        apply_keeping_stored(self, fn, recurse, ("weight", "weight_scale_inv"))
-        return self
+        return dequantize(self.weight, self.weight_scale_inv, self.block, self.products_dtype)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"fp8 blocks {self.block}, products in {self.dtype_probe.dtype}"
+            f"fp8 blocks {self.block}, products in {self.products_dtype}"
         )

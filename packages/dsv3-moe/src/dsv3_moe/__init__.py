@@ -2,6 +2,7 @@
 grouped routed experts over stacked weights, SwiGLU shared experts and dense MLP, their shard plan, and
 the stacking of HF's per-expert tensors as data."""
 
+from dsv3_moe.expert_operands import ExpertOperands
 from dsv3_moe.experts import GroupedExperts, grouped_swiglu, static_swiglu
 from dsv3_moe.mlp import LinearFactory, SwiGLUMLP, default_linear_factory
 from dsv3_moe.moe import DeepseekMoE, build_deepseek_moe
@@ -13,6 +14,7 @@ from dsv3_moe.stacking import expert_slice, load_hf_moe_state_dict
 __all__ = [
     "NORM_EPS",
     "DeepseekMoE",
+    "ExpertOperands",
     "GroupLimitedRouter",
     "GroupedExperts",
     "LinearFactory",

@@ -26,36 +26,30 @@ import torch
 import torch.nn.functional as F
 
 from dsv3_blocks.timing import fastest
+from dsv3_moe.expert_operands import ExpertOperands
 
-Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Kernel = Callable[[ExpertOperands], torch.Tensor]
 CALIBRATION_RUNS = 5
 
 _chosen: dict[tuple[object, ...], str] = {}
 _pinned: list[str] = []  # innermost `pinned(...)` block last
 
 
-def eager_swiglu(
-    hidden_TH: torch.Tensor,
-    local_TK: torch.Tensor,
-    weight_TK: torch.Tensor,
-    gate_up_EXH: torch.Tensor,
-    down_EHI: torch.Tensor,
-) -> torch.Tensor:
+def eager_swiglu(ops: ExpertOperands) -> torch.Tensor:
     """fp32 [T, H]: the measured-faster of `grouped` and `loop` for this kind of step (measured once)."""
     key = (
-        hidden_TH.device.type,
-        hidden_TH.dtype,
-        tuple(gate_up_EXH.shape),
-        local_TK.shape[1],
-        max(local_TK.shape[0] - 1, 0).bit_length(),  # token-count bucket: 1, 2, 3-4, 5-8, ...
+        ops.hidden_TH.device.type,
+        ops.hidden_TH.dtype,
+        tuple(ops.gate_up_EXH.shape),
+        ops.local_TK.shape[1],
+        max(ops.local_TK.shape[0] - 1, 0).bit_length(),  # token-count bucket: 1, 2, 3-4, 5-8, ...
         torch.get_num_threads(),
     )
-    args = (hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
     if _pinned:
-        return KERNELS[_pinned[-1]](*args)
+        return KERNELS[_pinned[-1]](ops)
     if key not in _chosen:
-        _chosen[key] = _faster(args)
-    return KERNELS[_chosen[key]](*args)
+        _chosen[key] = _faster(ops)
+    return KERNELS[_chosen[key]](ops)
 
 
 @contextmanager
@@ -77,9 +71,9 @@ def chosen_kernels() -> dict[tuple[object, ...], str]:
     return dict(_chosen)
 
 
-def _faster(args: tuple[torch.Tensor, ...]) -> str:
+def _faster(ops: ExpertOperands) -> str:
     """The name of the kernel with the lower median time over interleaved runs on these very inputs."""
-    return fastest({name: functools.partial(kernel, *args) for name, kernel in KERNELS.items()}, CALIBRATION_RUNS)
+    return fastest({name: functools.partial(kernel, ops) for name, kernel in KERNELS.items()}, CALIBRATION_RUNS)
 
 
 def _sorted_pairs(local_TK: torch.Tensor, num_local: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,14 +95,9 @@ def _combine(
     return out_TH.index_add_(0, token_P, weighted_PH)
 
 
-def grouped_swiglu_mm(
-    hidden_TH: torch.Tensor,
-    local_TK: torch.Tensor,
-    weight_TK: torch.Tensor,
-    gate_up_EXH: torch.Tensor,
-    down_EHI: torch.Tensor,
-) -> torch.Tensor:
+def grouped_swiglu_mm(ops: ExpertOperands) -> torch.Tensor:
     """Two grouped matmuls over the runs of rows (the kernel skips experts whose run is empty)."""
+    hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI = ops
     order_P, token_P, ends_E = _sorted_pairs(local_TK, gate_up_EXH.shape[0])
     rows_PH = hidden_TH.index_select(0, token_P)
     gate_PI, up_PI = F.grouped_mm(rows_PH, gate_up_EXH.transpose(1, 2), offs=ends_E).chunk(2, dim=-1)
@@ -116,14 +105,9 @@ def grouped_swiglu_mm(
     return _combine(hidden_TH, expert_out_PH, weight_TK, order_P, token_P)
 
 
-def active_expert_loop(
-    hidden_TH: torch.Tensor,
-    local_TK: torch.Tensor,
-    weight_TK: torch.Tensor,
-    gate_up_EXH: torch.Tensor,
-    down_EHI: torch.Tensor,
-) -> torch.Tensor:
+def active_expert_loop(ops: ExpertOperands) -> torch.Tensor:
     """One `F.linear` pair per expert with rows (the run lengths read on the host: eager only)."""
+    hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI = ops
     return expert_loop(hidden_TH, local_TK, weight_TK, gate_up_EXH.shape[0], lambda e: (gate_up_EXH[e], down_EHI[e]))
 
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsv3_moe.eager_choice import eager_swiglu
+from dsv3_moe.expert_operands import ExpertOperands
 
 
 class GroupedExperts(nn.Module):
@@ -97,10 +98,8 @@ def grouped_swiglu(
         check_pairs(hidden_TH, topk_idx_TK, topk_weight_TK)
         return hidden_TH.new_zeros(hidden_TH.shape)
     local_TK, weight_TK = local_pairs(hidden_TH, topk_idx_TK, topk_weight_TK, first_expert, gate_up_EXH.shape[0])
-    if _grouped_mm_applies(hidden_TH, gate_up_EXH, down_EHI):
-        out_TH = eager_swiglu(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
-    else:
-        out_TH = static_swiglu(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
+    ops = ExpertOperands(hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI)
+    out_TH = eager_swiglu(ops) if _grouped_mm_applies(hidden_TH, gate_up_EXH, down_EHI) else static_swiglu(ops)
     return out_TH.to(hidden_TH.dtype)
 
 
@@ -144,19 +143,14 @@ def _aligned_16(tensor: torch.Tensor) -> bool:
     return tensor.data_ptr() % 16 == 0 and all((stride * size) % 16 == 0 for stride in tensor.stride() if stride != 1)
 
 
-def static_swiglu(
-    hidden_TH: torch.Tensor,
-    local_TK: torch.Tensor,
-    weight_TK: torch.Tensor,
-    gate_up_EXH: torch.Tensor,
-    down_EHI: torch.Tensor,
-) -> torch.Tensor:
+def static_swiglu(ops: ExpertOperands) -> torch.Tensor:
     """fp32 [T, H] for local ids `local_TK` (all in range) and fp32 weights, with shapes fixed by T, K and
     E alone and no host sync, for compilers and tracers. Few pairs (T*K <= E: decode) gather each pair's
     expert matrices and run batched matmuls (reading at most E experts' worth of weights); more pairs run
     every local expert over every token (`bmm` over E) and combine with a dense [T, E] weight matrix,
     selecting rather than multiplying so an idle expert's values (even non-finite) never reach the output.
     Differentiable."""
+    hidden_TH, local_TK, weight_TK, gate_up_EXH, down_EHI = ops
     num_tokens, top_k = local_TK.shape
     num_local = gate_up_EXH.shape[0]
     inter = down_EHI.shape[-1]

@@ -35,16 +35,7 @@ from dsv3_weights.layout import checkpoint_layout, scale_name
 from dsv3_weights.progress import Progress, Summary
 from dsv3_weights.reader import INDEX_NAME, CheckpointReader
 from dsv3_weights.validate import check_finite, check_source, has_mtp_tensors
-from dsv3_weights.writer import (
-    DEFAULT_MAX_SHARD_BYTES,
-    TMP_SUFFIX,
-    OutputTensor,
-    plan_shards,
-    shard_file_name,
-    write_index,
-    write_json_atomic,
-    write_shard,
-)
+from dsv3_weights.writer import DEFAULT_MAX_SHARD_BYTES, TMP_SUFFIX, OutputTensor, ShardedOutput, write_shard
 
 MANIFEST_NAME = "dsv3-convert-manifest.json"
 MtpPolicy = Literal["keep", "drop"]
@@ -152,14 +143,13 @@ def convert_checkpoint(
         cfg = check_source(reader)
         tensors, fp8_names = _plan(reader, cfg, dtype, mtp)
         fingerprint = job_fingerprint(reader, dtype=dtype, mtp=mtp, max_shard_bytes=max_shard_bytes)
-    shards = plan_shards(tensors, max_shard_bytes)
+    output = ShardedOutput.plan(dst, tensors, max_shard_bytes)
     block = cfg.quantization_config.weight_block_size if cfg.quantization_config else None
     with locked(dst, "conversion"):
         manifest = Manifest(dst, MANIFEST_NAME, fingerprint, "conversion")
         with Progress("convert", sum(t.nbytes for t in tensors), enabled=progress) as bar:
             jobs = []
-            for i, shard in enumerate(shards):
-                path = dst / shard_file_name(i, len(shards))
+            for path, shard in output.files():
                 kept = manifest.intact(path)
                 if kept is not None:
                     bar.wrote(kept)
@@ -167,11 +157,10 @@ def convert_checkpoint(
                     jobs.append(_ShardJob(src, path, tuple(shard), fp8_names, block))
             _run_jobs(jobs, workers, manifest, bar)
             _copy_side_files(src, dst)
-            write_index(dst, shards)
             out_cfg = cfg.replace(quantization_config=None, torch_dtype=_DTYPE_NAMES[dtype])
             if mtp == "drop":
                 out_cfg = out_cfg.replace(num_nextn_predict_layers=0)
-            write_json_atomic(dst / "config.json", out_cfg.to_hf())
+            output.finish(out_cfg.to_hf())
     assert bar.summary is not None
     return bar.summary
 

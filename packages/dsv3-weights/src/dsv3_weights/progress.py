@@ -33,6 +33,11 @@ def peak_rss_bytes() -> tuple[int, int]:
     return own, children
 
 
+def gib(nbytes: float) -> str:
+    """`nbytes` as the summaries and progress bars print sizes: binary GiB, two decimals."""
+    return f"{nbytes / 1024**3:.2f} GiB"
+
+
 @dataclass
 class Summary:
     job: str
@@ -43,12 +48,11 @@ class Summary:
     peak_rss_workers: int
 
     def format(self) -> str:
-        gb = 1024**3
         rate = self.bytes_out / self.seconds / 1024**2 if self.seconds else 0.0
-        workers = f", workers {self.peak_rss_workers / gb:.2f} GiB" if self.peak_rss_workers else ""
+        workers = f", workers {gib(self.peak_rss_workers)}" if self.peak_rss_workers else ""
         return (
-            f"{self.job}: read {self.bytes_in / gb:.2f} GiB, wrote {self.bytes_out / gb:.2f} GiB in "
-            f"{self.seconds:.1f} s ({rate:.0f} MiB/s written); peak RSS {self.peak_rss / gb:.2f} GiB{workers}"
+            f"{self.job}: read {gib(self.bytes_in)}, wrote {gib(self.bytes_out)} in "
+            f"{self.seconds:.1f} s ({rate:.0f} MiB/s written); peak RSS {gib(self.peak_rss)}{workers}"
         )
 
 

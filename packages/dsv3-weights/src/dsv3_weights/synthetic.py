@@ -26,15 +26,7 @@ from dsv3_config import Fp8BlockQuantization, ModelConfig
 from dsv3_weights.fp8 import chunk_rows, quantize_fp8_blocks, scale_grid
 from dsv3_weights.layout import TensorSpec, checkpoint_layout, stored_tensors
 from dsv3_weights.progress import Progress
-from dsv3_weights.writer import (
-    DEFAULT_MAX_SHARD_BYTES,
-    OutputTensor,
-    plan_shards,
-    shard_file_name,
-    write_index,
-    write_json_atomic,
-    write_shard,
-)
+from dsv3_weights.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor, ShardedOutput, write_shard
 
 
 def _generator(seed: int, name: str) -> torch.Generator:
@@ -121,11 +113,10 @@ def make_checkpoint(
     layout = checkpoint_layout(cfg)
     stored = stored_tensors(layout, quantized_block=block)
     tensors = [OutputTensor(name, shape, dtype) for name, (shape, dtype) in stored.items()]
-    shards = plan_shards(tensors, max_shard_bytes)
+    output = ShardedOutput.plan(dst, tensors, max_shard_bytes)
     source = _RandomTensors(layout, seed, block)
     with Progress("make-checkpoint", sum(t.nbytes for t in tensors), enabled=progress) as bar:
-        for i, shard in enumerate(shards):
-            write_shard(dst / shard_file_name(i, len(shards)), shard, source, on_write=bar.wrote)
-    write_index(dst, shards)
-    write_json_atomic(dst / "config.json", cfg.replace(quantization_config=quant).to_hf())
+        for path, shard in output.files():
+            write_shard(path, shard, source, on_write=bar.wrote)
+    output.finish(cfg.replace(quantization_config=quant).to_hf())
     return dst

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from dsv3_weights.progress import gib
+
 
 class RunProgress:
     def __init__(self, steps: int, layers: int, bytes_read: Callable[[], int], *, enabled: bool) -> None:
@@ -25,11 +27,11 @@ class RunProgress:
         if index == 0:
             self._layers.reset()
         self._layers.update(1)
-        self._layers.set_postfix_str(f"read {self._bytes_read() / 1024**3:.2f} GiB", refresh=False)
+        self._layers.set_postfix_str(f"read {gib(self._bytes_read())}", refresh=False)
 
     def step_done(self) -> None:
         self._steps.update(1)
-        self._steps.set_postfix_str(f"read {self._bytes_read() / 1024**3:.2f} GiB", refresh=False)
+        self._steps.set_postfix_str(f"read {gib(self._bytes_read())}", refresh=False)
 
     def close(self) -> None:
         self._layers.close()

@@ -33,12 +33,11 @@ from dsv3_model.golden.progress import RunProgress
 from dsv3_model.golden.source import CountingSource
 from dsv3_model.golden.streamed_model import StreamedWeights, streamed_causal_lm
 from dsv3_model.golden.weight_cache import WeightCache
-from dsv3_weights.progress import peak_rss_bytes
+from dsv3_weights.progress import gib, peak_rss_bytes
 from dsv3_weights.reader import CheckpointReader
 
 UNBOUNDED = 1 << 62
 _M_MMAP_THRESHOLD = -3  # glibc malloc.h
-GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -53,11 +52,11 @@ class RunSummary:
     peak_rss: int
 
     def format(self) -> str:
-        bound = "unbounded" if self.max_memory is None else f"{self.max_memory / GIB:.2f} GiB"
+        bound = "unbounded" if self.max_memory is None else gib(self.max_memory)
         return (
-            f"golden: {self.steps} model calls in {self.seconds:.1f} s; read {self.bytes_read / GIB:.2f} GiB "
+            f"golden: {self.steps} model calls in {self.seconds:.1f} s; read {gib(self.bytes_read)} "
             f"({self.loads} loads, {self.hits} cache hits); resident weights peak "
-            f"{self.peak_resident_weights / GIB:.2f} GiB (max-memory {bound}); peak RSS {self.peak_rss / GIB:.2f} GiB"
+            f"{gib(self.peak_resident_weights)} (max-memory {bound}); peak RSS {gib(self.peak_rss)}"
         )
 
 
