@@ -32,6 +32,7 @@ CONTRIB_COMPILER_ARGS = (
     " --tensorizer-options='--enable-ccop-compute-overlap --cc-pipeline-tiling-factor=2'"
     " --tensorizer-options='--vectorize-strided-dma' --auto-cast=none"
 )
+FP8_AS_NEURON_E4M3 = "--experimental-unsafe-fp8e4m3fn-as-fp8e4m3"
 
 
 class NeuronDsv3Model(NeuronBaseModel):
@@ -110,4 +111,9 @@ class NeuronDsv3ForCausalLM(NeuronBaseForCausalLM):
         return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
 
     def get_compiler_args(self) -> str:
-        return f"{CONTRIB_COMPILER_ARGS} --lnc={self.neuron_config.logical_nc_config}"
+        args = f"{CONTRIB_COMPILER_ARGS} --lnc={self.neuron_config.logical_nc_config}"
+        if self.config.fp8_expert_grid() is not None:
+            # NxDI adds this only under its own `quantized` (`models/model_wrapper.py:146-157`): FP8 experts,
+            # rescaled into +-240, are compiled as Neuron's e4m3 (nxdi_checkpoint/fp8_experts.py).
+            args += f" --internal-hlo2tensorizer-options='{FP8_AS_NEURON_E4M3}'"
+        return args
