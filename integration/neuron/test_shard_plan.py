@@ -11,8 +11,9 @@
    (moe_tp 2) share each expert block, each with half of its intermediate dimension.
 2. Loading: NxDI's pre-sharded load (`load()` with `save_sharded_checkpoint`) needs a traced model on
    a Neuron host, so here each rank (tp=2; tp=2 x ep=2; tp=4 x ep=2) of the CPU model has every weight
-   set to NaN, loads its own `dsv3 shard` file (no missing key but the KV cache, no extra key), and must
-   reproduce transformers' prefill logits (1e-4, as test_causal_lm_cpu) and 16 greedy tokens.
+   set to NaN (FP8 ones too), loads its own `dsv3 shard` file (no missing key but the KV cache, no extra key), and
+   must reproduce transformers' prefill logits (1e-4, as test_causal_lm_cpu) and 16 greedy tokens; also with the
+   FP8 checkpoint's FP8 experts (tp=2, tp=2 x ep=2).
 """
 
 from __future__ import annotations
@@ -77,11 +78,15 @@ def test_dsv3_shard_files_equal_nxd_shard_checkpoint(
             assert (f.metadata(), g.metadata()) == ({"format": "pt"}, None)
 
 
-@pytest.mark.parametrize(("tp", "ep", "batch"), [(2, 1, 1), (2, 2, 4), (4, 2, 4)])  # ep 2: batch 4 (test_causal_lm_cpu)
-def test_model_runs_from_dsv3_shard_files(tp: int, ep: int, batch: int, tmp_path: Path) -> None:
+# ep 2: batch 4 (test_causal_lm_cpu); fp8: the FP8 checkpoint, FP8 routed experts (its default) in model and files
+LOAD_CASES = [(2, 1, 1, False), (2, 2, 4, False), (4, 2, 4, False), (2, 1, 1, True), (2, 2, 4, True)]
+
+
+@pytest.mark.parametrize(("tp", "ep", "batch", "fp8"), LOAD_CASES)
+def test_model_runs_from_dsv3_shard_files(tp: int, ep: int, batch: int, fp8: bool, tmp_path: Path) -> None:
     cfg = harness.model_config("tiny")
     checkpoint = tmp_path / "hf"
-    hf = harness.save_hf_checkpoint(cfg, checkpoint)
+    hf = (harness.save_fp8_checkpoint if fp8 else harness.save_hf_checkpoint)(cfg, checkpoint)
     rank_files = _dsv3_shard(checkpoint, tmp_path / "compiled", "fp32", tp, ep)
     out_file = tmp_path / "rank0.pt"
     args = ("tiny", str(checkpoint), str(out_file), "--rank-files", str(rank_files), "--ep", str(ep))
@@ -92,5 +97,6 @@ def test_model_runs_from_dsv3_shard_files(tp: int, ep: int, batch: int, tmp_path
         expected_BV = hf(ids_BS).logits[:, -1]
     expected_BS = harness.hf_greedy_tokens(hf, ids_BS)
     rank0 = torch.load(out_file)
+    assert rank0["expert_dtype"] == str(torch.float8_e4m3fn if fp8 else torch.float32)
     torch.testing.assert_close(rank0["logits"], expected_BV, atol=1e-4, rtol=0)
     assert rank0["tokens"].tolist() == expected_BS.tolist()

@@ -45,7 +45,10 @@ def load_rank_file(model: Any, rank_files: Path, rank: int) -> None:
     with torch.no_grad():
         for key, tensor in module.state_dict().items():
             if tensor.is_floating_point() and not key.startswith("kv_mgr."):  # the cache is state, not weights
-                tensor.fill_(float("nan"))
+                if tensor.dtype == torch.float8_e4m3fn:  # no fp8 fill kernel: its NaN bits (0x7f)
+                    tensor.view(torch.uint8).fill_(0x7F)
+                else:
+                    tensor.fill_(float("nan"))
     weights = load_file(str(rank_files / rank_file_name(rank)))
     result = module.load_state_dict(weights, strict=False)
     if result.unexpected_keys or any(not key.startswith("kv_mgr.") for key in result.missing_keys):

@@ -11,8 +11,11 @@ divide each rank's slice. In the forward, NxD dequantizes the selected weights t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from neuronx_distributed.parallel_layers import parallel_state
 from neuronx_distributed.quantization.quantization_config import (
     QuantizedDtype,
     get_default_blockwise_custom_qconfig_dict,
@@ -42,5 +45,29 @@ def quantize_routed_experts(moe: Any, grid: Fp8ExpertGrid) -> None:
         raise ValueError(
             f"FP8 expert grid {grid} does not divide the {per_rank} intermediate columns per rank (moe_tp {moe_tp})"
         )
-    mlp_op.gate_up_proj = QuantizedExpertFusedColumnParallel.from_float(mlp_op.gate_up_proj, _q_config(grid.gate_up))
-    mlp_op.down_proj = QuantizedExpertFusedRowParallel.from_float(mlp_op.down_proj, _q_config(grid.down))
+    with _parameters_from_checkpoint():
+        gate_up = QuantizedExpertFusedColumnParallel.from_float(mlp_op.gate_up_proj, _q_config(grid.gate_up))
+        mlp_op.gate_up_proj = gate_up
+        mlp_op.down_proj = QuantizedExpertFusedRowParallel.from_float(mlp_op.down_proj, _q_config(grid.down))
+    for layer in (mlp_op.gate_up_proj, mlp_op.down_proj):
+        # AOT mode hands the weight itself back as the "master" copy (`parallel_layers/layers.py:139-140`), which
+        # would put it in the state dict twice; without a master copy (keep_master_weight off) it is None.
+        layer.master_weight = None
+
+
+@contextmanager
+def _parameters_from_checkpoint() -> Iterator[None]:
+    """NxD's AOT mode while the layers are built: their parameters get shapes and parallel attributes only.
+
+    What ModelBuilder does when it traces (NxD `trace/model_builder.py:560-596`). Without it, CPU mode first
+    builds a "master" copy of each FP8 weight for a deterministic init, and for a quantized dtype NxD sizes it
+    from the per-rank last dim (`parallel_layers/layers.py:142-149`), so the fused `gate_up_proj` (partitioned on
+    its last dim, stride 2) splits into too few pieces for moe_tp > 2 and `torch.cat` gets an empty list
+    (`:96-106`). The values are never used: every weight is loaded from the checkpoint afterwards.
+    """
+    previous = parallel_state.get_aot_mode()
+    parallel_state.set_aot_mode(True)
+    try:
+        yield
+    finally:
+        parallel_state.set_aot_mode(previous)
