@@ -39,6 +39,7 @@ def _dsv3_shard(checkpoint: Path, dst: Path, dtype: str, tp: int, ep: int) -> Pa
 SHARD_CASES = [
     *[(name, fp8, dtype, 2, ep) for ep in (1, 2) for name, fp8, dtype in FORMATS],
     ("tiny", False, "fp32", 4, 2),
+    ("tiny", True, "bf16", 4, 2),  # FP8 experts, moe_tp 2 within each expert block
 ]
 
 
