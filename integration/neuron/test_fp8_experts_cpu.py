@@ -77,3 +77,22 @@ def test_tp2_fp8_experts_match_transformers(name: str, tmp_path: Path) -> None:
     assert rank0["expert_dtype"] == str(torch.float8_e4m3fn)
     torch.testing.assert_close(rank0["logits"], expected_BV, atol=1e-4, rtol=0)
     assert rank0["tokens"].tolist() == expected_BS.tolist()
+
+
+def test_expert_format_resolved_once_and_saved(tmp_path: Path) -> None:
+    """The default is resolved against the checkpoint and stored, so a reloaded `neuron_config.json` builds the
+    same layers: FP8 at fp32 on CPU; BF16 experts by default in CPU mode's BF16, where `to_cpu()` would cast FP8
+    (asking for FP8 there is refused); NxDI's own `quantized` is refused with the option to use."""
+    from dsv3_config import ConfigError
+    from dsv3_model.neuron import Dsv3InferenceConfig
+
+    harness.save_fp8_checkpoint(harness.model_config("tiny"), tmp_path)
+    config = harness.inference_config(tmp_path)
+    assert config.neuron_config.dsv3_expert_weights == "fp8-experts"
+    config.save(str(tmp_path / "saved"))
+    assert Dsv3InferenceConfig.load(str(tmp_path / "saved")).fp8_expert_grid() == config.fp8_expert_grid()
+    assert harness.inference_config(tmp_path, dtype=torch.bfloat16).neuron_config.dsv3_expert_weights == "bf16"
+    with pytest.raises(ConfigError, match=r"with on_cpu and torch_dtype=torch\.bfloat16"):
+        harness.inference_config(tmp_path, dtype=torch.bfloat16, dsv3_expert_weights="fp8-experts")
+    with pytest.raises(ValueError, match=r"\['quantized'\] \(FP8 routed experts: dsv3_expert_weights='fp8-experts'\)"):
+        harness.inference_config(tmp_path, quantized=True, quantized_checkpoints_path=str(tmp_path))

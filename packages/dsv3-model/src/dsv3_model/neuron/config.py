@@ -157,7 +157,10 @@ class Dsv3InferenceConfig(InferenceConfig):
         if neuron_config.hybrid_sharding_config is not None:
             enabled.append("hybrid_sharding_config")
         if enabled:
-            raise ValueError(f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}")
+            hint = " (FP8 routed experts: dsv3_expert_weights='fp8-experts')" if "quantized" in enabled else ""
+            raise ValueError(
+                f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}{hint}"
+            )
         self._validate_block_layout()
         self._validate_expert_parallel()
         self._validate_splits()
