@@ -97,3 +97,21 @@ def test_expert_format_resolved_once_and_saved(tmp_path: Path) -> None:
         harness.inference_config(tmp_path, dtype=torch.bfloat16, dsv3_expert_weights="fp8-experts")
     with pytest.raises(ValueError, match=r"\['quantized'\] \(FP8 routed experts: dsv3_expert_weights='fp8-experts'\)"):
         harness.inference_config(tmp_path, quantized=True, quantized_checkpoints_path=str(tmp_path))
+
+
+@pytest.mark.parametrize("expert_weights", ["fp8-experts", "bf16"])
+def test_fp8_experts_compile_as_neuron_e4m3(expert_weights: str, tmp_path: Path) -> None:
+    """Each submodel's neuronx-cc arguments hold NxDI's one hlo2tensorizer option, with
+    `--experimental-unsafe-fp8e4m3fn-as-fp8e4m3` in it exactly when the experts are FP8 (the flag NxDI itself
+    adds under `quantized` + f8e4m3, `models/model_wrapper.py:148-157`)."""
+    from dsv3_model.neuron import NeuronDsv3ForCausalLM
+
+    harness.save_fp8_checkpoint(harness.model_config("tiny"), tmp_path)
+    app = NeuronDsv3ForCausalLM(str(tmp_path), harness.inference_config(tmp_path, dsv3_expert_weights=expert_weights))
+    assert len(app.models) == 2
+    for wrapper in app.models:
+        args = wrapper.compiler_args
+        assert args.count("--internal-hlo2tensorizer-options=") == 1, args
+        option = args.split("--internal-hlo2tensorizer-options='")[1].split("'")[0]
+        assert ("--experimental-unsafe-fp8e4m3fn-as-fp8e4m3" in option) == (expert_weights == "fp8-experts")
+        assert "--verify-hlo=true" in option
