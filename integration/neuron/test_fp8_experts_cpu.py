@@ -115,3 +115,27 @@ def test_fp8_experts_compile_as_neuron_e4m3(expert_weights: str, tmp_path: Path)
         option = args.split("--internal-hlo2tensorizer-options='")[1].split("'")[0]
         assert ("--experimental-unsafe-fp8e4m3fn-as-fp8e4m3" in option) == (expert_weights == "fp8-experts")
         assert "--verify-hlo=true" in option
+
+
+def test_fp8_experts_through_nxd_blockwise_prefill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt of 160 tokens (x top-4 = 640 >= NxD's 512-token block) takes NxD's blockwise context-encoding
+    path (`forward_blockwise` -> `torch_blockwise_matmul_inference` without NKI), which indexes the FP8 stacks
+    per block; same bound (1e-4; measured 1.4e-7)."""
+    from neuronx_distributed.modules.moe.expert_mlps_v2 import ExpertMLPsV2
+
+    calls = []
+    blockwise = ExpertMLPsV2.torch_blockwise_matmul_inference
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return blockwise(*args, **kwargs)
+
+    monkeypatch.setattr(ExpertMLPsV2, "torch_blockwise_matmul_inference", counted)  # NxD's own, counted
+    cfg = harness.model_config("tiny")
+    hf = harness.save_fp8_checkpoint(cfg, tmp_path)
+    ids_BS = harness.long_prompt(cfg, 160)
+    logits_BV = harness.prefill_last_logits(harness.build_neuron_model(tmp_path, tp_degree=1, seq_len=256), ids_BS)
+    with torch.no_grad():
+        expected_BV = hf(ids_BS).logits[:, -1]
+    assert len(calls) == cfg.num_moe_layers
+    torch.testing.assert_close(logits_BV, expected_BV, atol=1e-4, rtol=0)
