@@ -20,8 +20,9 @@ NEW_TOKENS = 16
 
 
 def model_config(name: str) -> ModelConfig:
-    """The suite's configs: `tiny` (every V3 feature) and `v2-lite-like` (V2-Lite's structure: no q_lora,
-    softmax greedy routing without groups, 2 shared experts, YaRN with mscale 0.707, shrunk to tiny sizes)."""
+    """The suite's configs: `tiny` (every V3 feature, FP8 blocks 32x32) and `v2-lite-like` (V2-Lite's structure:
+    no q_lora, softmax greedy routing without groups, 2 shared experts, YaRN with mscale 0.707, shrunk to tiny
+    sizes; `v2-lite-like-fp8` adds FP8 blocks)."""
     if name == "tiny":
         return preset("tiny")
     if name == "v2-lite-like":
@@ -43,7 +44,11 @@ def model_config(name: str) -> ModelConfig:
             bos_token_id=0,
             eos_token_id=1,
         )
-    raise KeyError(f"unknown suite config {name!r}; known: tiny, v2-lite-like")
+    if name == "v2-lite-like-fp8":  # the same, as an FP8 checkpoint (16x16 blocks: 2 per expert row at tp=2)
+        return model_config("v2-lite-like").replace(
+            quantization_config={"quant_method": "fp8", "weight_block_size": [16, 16]}
+        )
+    raise KeyError(f"unknown suite config {name!r}; known: tiny, v2-lite-like, v2-lite-like-fp8")
 
 
 def prompt(cfg: ModelConfig, batch: int = 1, *, seed: int = 1) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """One rank of the per-rank weight-bytes measurement, started by `test_rank_bytes.py` under torchrun.
 
 Usage: torchrun --nproc-per-node N rank_bytes_worker.py CHECKPOINT_DIR OUT_DIR EP BATCH
-Every rank builds the traced module `NeuronDsv3Model` at tp=N in BF16 (the dtype `dsv3 plan --weights bf16`
-counts) the way NxDI's `to_cpu()` does (gloo, `initialize_model_parallel`, the model class, `.bfloat16()`;
-NxDI `models/application_base.py:556-605`) but without loading weights, since `to_cpu()` itself refuses BF16
-above tp=1 (gloo has no bf16 collectives) and bytes need no values. It writes `rank{r}.json`: the bytes of
+Every rank builds the traced module `NeuronDsv3Model` at tp=N the way NxDI's `to_cpu()` does (gloo,
+`initialize_model_parallel`, the model class; NxDI `models/application_base.py:556-605`) from an fp32 config (the
+routed experts as the checkpoint's default: FP8 for an FP8 checkpoint) and casts it to BF16 as NxDI does on a
+Neuron host (`models/model_wrapper.py:1459-1475`: every float but FP8 to BF16, parameters named `*scale` back to
+fp32), without loading weights: `to_cpu()` itself refuses BF16 above tp=1 (gloo has no bf16 collectives) and
+bytes need no values. It writes `rank{r}.json`: the bytes of
 every floating-point tensor the module holds (the KV cache aside: state, not weights), per module family.
 """
 
@@ -57,6 +59,10 @@ def family_bytes(module: torch.nn.Module) -> dict[str, int]:
         if family is None:
             continue
         totals[family] = totals.get(family, 0) + tensor.numel() * tensor.element_size()
+        if tensor.dtype == torch.float8_e4m3fn:  # how many weights are held in FP8, to check which ones
+            key = "fp8_experts" if family == "experts" else "fp8_other"
+            totals[key] = totals.get(key, 0) + tensor.numel()
+    totals.setdefault("fp8_experts", 0)
     return totals
 
 
@@ -69,13 +75,15 @@ def main(checkpoint: str, out_dir: str, ep: str, batch: str) -> None:
 
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     expert_parallel = cpu_moe_groups.neuron_options(int(ep), world)
-    config = harness.inference_config(
-        Path(checkpoint), tp_degree=world, batch_size=int(batch), dtype=torch.bfloat16, **expert_parallel
-    )
+    config = harness.inference_config(Path(checkpoint), tp_degree=world, batch_size=int(batch), **expert_parallel)
     os.environ["NXD_CPU_MODE"] = "1"
     torch.distributed.init_process_group("gloo")
     initialize_model_parallel(tensor_model_parallel_size=world, skip_collective_init=True)
-    module = NeuronDsv3Model(config).bfloat16()
+    module = NeuronDsv3Model(config)
+    module._apply(lambda t: t.to(torch.bfloat16) if t.is_floating_point() and t.dtype != torch.float8_e4m3fn else t)
+    for name, param in module.named_parameters():
+        if name.endswith("scale"):
+            param.data = param.data.to(torch.float32)
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(family_bytes(module)))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()

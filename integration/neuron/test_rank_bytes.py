@@ -1,10 +1,13 @@
 """Per-rank weight bytes of the NxDI model as built (NxD CPU mode, BF16) equal what `dsv3 plan` reports for the
 same config and mesh, module family by module family: tp=2, tp=4 and tp=2 x ep=2 on `tiny` (16 routed experts,
-q LoRA, a shared expert, a dense layer), so the planner's `dsv3` layout is the layout the adapter builds.
+q LoRA, a shared expert, a dense layer), as a BF16 checkpoint and as an FP8 one (whose routed experts both the
+adapter and the plan hold in FP8 by default: FP8 stacks plus fp32 block scales), so the planner's `dsv3` layout
+is the layout the adapter builds.
 
 Measured: every floating-point tensor of each rank's traced module (`rank_bytes_worker.py`), against the
 `--json` of `dsv3 plan --model CHECKPOINT`. Tolerance 1% per family (the plan's bytes are closed forms of the
-shapes; both count BF16 as 2 bytes, so any difference is a tensor placed differently). And the latent
+shapes; both count BF16 as 2 bytes, FP8 as 1 and its scales as 4, so any difference is a tensor placed
+differently). And the latent
 projections (`q_a_proj`, `kv_a_proj_with_mqa`) on each rank are exactly 1/tp of the checkpoint's, counted from
 the safetensors headers.
 """
@@ -19,6 +22,7 @@ import harness
 import pytest
 
 MESHES = ((2, 1), (4, 1), (2, 2))  # (tp, ep)
+CASES = [(tp, ep, fp8) for fp8 in (False, True) for tp, ep in MESHES]
 # The issue's families (norms and the router bias, 2 KB on tiny, are not among them).
 FAMILIES = ("latent_projections", "attention", "router", "experts", "shared_experts", "dense_mlp")
 FAMILIES += ("embeddings", "lm_head")
@@ -27,10 +31,12 @@ BF16_BYTES = 2
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tiny")
-    harness.save_hf_checkpoint(harness.model_config("tiny"), directory)
-    return directory
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, Path]:
+    """tiny as a BF16 checkpoint (no quantization_config) and as an FP8 one, by `fp8`."""
+    bf16, fp8 = tmp_path_factory.mktemp("tiny"), tmp_path_factory.mktemp("tiny-fp8")
+    harness.save_hf_checkpoint(harness.model_config("tiny").replace(quantization_config=None), bf16)
+    harness.save_fp8_checkpoint(harness.model_config("tiny"), fp8)
+    return {False: bf16, True: fp8}
 
 
 def planned_bytes(checkpoint: Path, tp: int, ep: int, batch: int, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -54,11 +60,11 @@ def checkpoint_latent_bytes(checkpoint: Path) -> int:
     return total
 
 
-@pytest.mark.parametrize(("tp", "ep"), MESHES)
+@pytest.mark.parametrize(("tp", "ep", "fp8"), CASES)
 def test_rank_bytes_equal_the_plan(
-    checkpoint: Path, tp: int, ep: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    checkpoints: dict[bool, Path], tp: int, ep: int, fp8: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = harness.model_config("tiny")
+    cfg, checkpoint = harness.model_config("tiny"), checkpoints[fp8]
     # Expert-parallel token generation needs tokens x top_k >= experts (Dsv3InferenceConfig refuses fewer).
     batch = 1 if ep == 1 else cfg.n_routed_experts // cfg.num_experts_per_tok
     args = [str(checkpoint), str(tmp_path), str(ep), str(batch)]
@@ -71,3 +77,5 @@ def test_rank_bytes_equal_the_plan(
             want, got = plan[family]["bytes_per_rank"], measured.get(family, 0)
             assert abs(got - want) <= RELATIVE_TOL * want, f"rank {rank} {family}: built {got} B, planned {want} B"
         assert measured["latent_projections"] * tp == whole_latent, f"rank {rank}"
+        assert measured["fp8_experts"] == (plan["experts"]["params_per_rank"] if fp8 else 0), f"rank {rank}"
+        assert "fp8_other" not in measured, f"rank {rank}: only the routed experts are FP8"

@@ -1,12 +1,15 @@
 """One rank of a tensor-parallel NxDI CPU run, started by the suite under `torchrun` (gloo, fp32).
 
 Usage: torchrun --nproc-per-node N tp_worker.py CONFIG CHECKPOINT_DIR OUT_FILE [--rank-files DIR] [--ep M]
-                [--batch B]
+                [--batch B] [--new-tokens T] [--expert-weights bf16|fp8-experts]
 Every rank builds `NeuronDsv3ForCausalLM` at tp=N from the HF checkpoint and runs the same prefill
 and greedy generation of B prompts (the collectives need all ranks); rank 0 saves the last-token prefill
 logits, the generated ids and the routed experts its first MoE layer holds (`local_experts`, the
 `spmd_rank.local_expert_indices` row; all experts without expert parallelism) with `torch.save` for the
 test to compare with transformers.
+
+`--new-tokens` sets the greedy steps (default `harness.NEW_TOKENS`); `--expert-weights` the NeuronConfig
+`dsv3_expert_weights` (default: the checkpoint's, FP8 routed experts for an FP8 checkpoint).
 
 With `--ep M` the routed experts are split over M expert-parallel groups of N/M ranks (NeuronConfig
 `moe_ep_degree` M, `moe_tp_degree` N/M), NxD's MoE groups built for gloo by `cpu_moe_groups`.
@@ -42,7 +45,10 @@ def load_rank_file(model: Any, rank_files: Path, rank: int) -> None:
     with torch.no_grad():
         for key, tensor in module.state_dict().items():
             if tensor.is_floating_point() and not key.startswith("kv_mgr."):  # the cache is state, not weights
-                tensor.fill_(float("nan"))
+                if tensor.dtype == torch.float8_e4m3fn:  # no fp8 fill kernel: its NaN bits (0x7f)
+                    tensor.view(torch.uint8).fill_(0x7F)
+                else:
+                    tensor.fill_(float("nan"))
     weights = load_file(str(rank_files / rank_file_name(rank)))
     result = module.load_state_dict(weights, strict=False)
     if result.unexpected_keys or any(not key.startswith("kv_mgr.") for key in result.missing_keys):
@@ -61,6 +67,13 @@ def local_experts(model: Any) -> list[int]:
     return experts
 
 
+def expert_dtype(model: Any) -> str:
+    """The dtype the first MoE layer's routed-expert weights are held in (`float8_e4m3fn` for FP8 experts)."""
+    module = model.context_encoding_model.model
+    moe = next(layer.mlp for layer in module.layers if layer.is_moe)
+    return str(moe.expert_mlps.mlp_op.gate_up_proj.weight.dtype)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("config")
@@ -69,6 +82,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rank-files")
     parser.add_argument("--ep", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--new-tokens", type=int, default=None)
+    parser.add_argument("--expert-weights", default=None)
     args = parser.parse_args(argv)
     neuron_stand_ins.install()
     import harness
@@ -76,14 +91,17 @@ def main(argv: list[str]) -> None:
     cfg = harness.model_config(args.config)
     world = int(os.environ["WORLD_SIZE"])
     expert_parallel = cpu_moe_groups.neuron_options(args.ep, world)
-    model = harness.build_neuron_model(Path(args.checkpoint), tp_degree=world, batch_size=args.batch, **expert_parallel)
+    options = {**expert_parallel, "dsv3_expert_weights": args.expert_weights}
+    model = harness.build_neuron_model(Path(args.checkpoint), tp_degree=world, batch_size=args.batch, **options)
     if args.rank_files is not None:
         load_rank_file(model, Path(args.rank_files), int(os.environ["RANK"]))
     ids_BS = harness.prompt(cfg, args.batch)
     logits_BV = harness.prefill_last_logits(model, ids_BS)
-    tokens_BS = harness.greedy_tokens(model, ids_BS, torch.ones_like(ids_BS), harness.NEW_TOKENS)
+    new_tokens = harness.NEW_TOKENS if args.new_tokens is None else args.new_tokens
+    tokens_BS = harness.greedy_tokens(model, ids_BS, torch.ones_like(ids_BS), new_tokens)
     if int(os.environ["RANK"]) == 0:
-        torch.save({"logits": logits_BV, "tokens": tokens_BS, "local_experts": local_experts(model)}, args.out_file)
+        out = {"logits": logits_BV, "tokens": tokens_BS, "local_experts": local_experts(model)}
+        torch.save({**out, "expert_dtype": expert_dtype(model)}, args.out_file)
     # Leave together: a rank exiting with live gloo threads aborts ("terminate called without an active exception").
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()

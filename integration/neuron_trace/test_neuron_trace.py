@@ -23,6 +23,7 @@ BUCKETS: dict[str, Any] = {
     "token_generation_buckets": [64, 128, 256],
 }
 CONTINUOUS_BATCHING: dict[str, Any] = {"ctx_batch_size": 1, "is_continuous_batching": True}
+BF16_EXPERTS: dict[str, Any] = {"dsv3_expert_weights": "bf16"}
 # Not traced here: on-device sampling at tp > 1 (vLLM's plugin default) takes its top-k from
 # `torch_neuronx.xla_impl.ops.TopK` (NxD `operators/topk.py:2`, `:108`), a closed-source custom call this
 # machine only has a stand-in for; the sampler runs in the CPU suite instead.
@@ -85,7 +86,16 @@ GRAPHS: dict[str, Graph] = {
     },
     "tiny-cte-tp2-cb4": Graph("tiny", CTE, tp=2, batch=4, neuron=CONTINUOUS_BATCHING),
     "tiny-tkg-tp2-cb4": Graph("tiny", TKG, tp=2, batch=4, neuron=CONTINUOUS_BATCHING),
+    # Issue 15: the FP8 configs above (tiny, R1) hold their routed experts in FP8 by default; BF16 experts by
+    # option, and R1's MoE layer decoding with FP8 experts at tp=64.
+    **{
+        f"tiny-{tag}-tp2-bf16-experts": Graph("tiny", sub, tp=2, neuron=BF16_EXPERTS)
+        for tag, sub in (("cte", CTE), ("tkg", TKG))
+    },
+    "r1-moe-layer-tkg-tp64": Graph(R1_MOE_LAYER, TKG, tp=64, dtype=torch.bfloat16),
 }
+# Graphs whose routed experts are held in FP8 (the default for the FP8 configs): their HLO carries f8e4m3fn.
+FP8_EXPERT_GRAPHS = ("tiny-cte-tp2", "tiny-tkg-tp2", "r1-moe-layer-cte-32k-tp64", "r1-moe-layer-tkg-tp64")
 # Prefill graphs longer than one key block: no intermediate may be an [S, S] (score or mask) array.
 LONG_PREFILLS = ("tiny-cte-4k-tp2", "r1-one-layer-cte-32k-tp64", "r1-moe-layer-cte-32k-tp64")
 
@@ -155,6 +165,14 @@ def test_long_prefill_holds_no_square_array(name: str) -> None:
     largest = traced.largest_intermediate()
     assert seq in largest.shape  # the test sees the prompt-sized arrays at all
     print(f"{name}: largest intermediate {largest}")
+
+
+@pytest.mark.parametrize("name", [*FP8_EXPERT_GRAPHS, "tiny-cte-tp2-bf16-experts", "tiny-tkg-tp2-bf16-experts"])
+def test_fp8_expert_graphs_take_fp8_weights(name: str) -> None:
+    """With FP8 experts the graph's parameters include `f8e4m3fn` arrays (NxD's quantized expert layers,
+    dequantized inside the graph); with BF16 experts none."""
+    fp8 = "f8e4m3fn[" in traced_graph(name).hlo
+    assert fp8 == (name in FP8_EXPERT_GRAPHS)
 
 
 class _SyncsAndFallsBack(torch.nn.Module):

@@ -1,18 +1,21 @@
 """`dsv3 shard`: NxDI per-rank files from an FP8 checkpoint, without NxD/NxDI installed.
 
-The reference is computed here by hand from the source checkpoint's own tensors (its key list and each rank's
-slice too, not taken from the code under test): each FP8 weight dequantized whole
-(`dequantize_fp8_blocks`), the router renamed, experts stacked as NxD's `gate_up_proj` [E, H, 2I] =
-cat(gate.T, up.T) and `down_proj` [E, I, H] = down.T, rank vectors arange, and under expert parallelism
-each rank's `local_expert_indices` row. It must equal what the in-memory `convert_state_dict` (NxDI's path)
-returns, and each rank file must hold, bit for bit, the slice of it written out by hand here (tp and
-tp x ep layouts). Exact equality: both sides round the same fp32
-products once into the output dtype. Agreement with NxD's own `shard_checkpoint` is checked in
-integration/neuron (needs NxD).
+The reference is computed here by hand from the source checkpoint's own tensors (its key list and each rank's slice
+too, not taken from the code under test): each FP8 weight dequantized whole (`dequantize_fp8_blocks`), the router
+renamed, experts stacked as NxD's `gate_up_proj` [E, H, 2I] = cat(gate.T, up.T) and `down_proj` [E, I, H] = down.T,
+rank vectors arange, and under expert parallelism each rank's `local_expert_indices` row. With FP8 experts (the
+default for this checkpoint) the stacks are instead the stored FP8 values halved (the `float8_e4m3fn` bits of q / 2)
+and each is joined by its `scale` grid: the checkpoint's `weight_scale_inv` expanded to one value per element,
+transposed and stacked like the weights, sampled once per device block (gcd of the 32-row block and each rank's
+columns), doubled. It must equal what the in-memory `convert_state_dict` (NxDI's path) returns, and each rank file
+must hold, bit for bit, the slice of it written out by hand here (tp and tp x ep layouts). Exact equality: both
+sides round the same fp32 products once into the output dtype. Agreement with NxD's own `shard_checkpoint` is
+checked in integration/neuron (needs NxD).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from dsv3_config import ModelConfig, preset
+from dsv3_config.inventory.fp8_experts import fp8_expert_grid
 from dsv3_model.cli.main import main
 from dsv3_model.nxdi_checkpoint import per_rank_files
 from dsv3_model.nxdi_checkpoint.state_dict import convert_state_dict, expected_keys
@@ -34,18 +38,51 @@ def fp8_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("fp8"), preset("tiny"), fp8=True, seed=3, progress=False)
 
 
-def _hf_tensors(src: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint, `model.` stripped, FP8 weights dequantized whole into `dtype`."""
+def _hf_tensors(src: Path, dtype: torch.dtype, raw_experts: bool = False) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint, `model.` stripped, FP8 weights dequantized whole into `dtype` (with
+    `raw_experts`, routed experts as stored: FP8 weights and their `weight_scale_inv`)."""
     with CheckpointReader(src) as reader:
         block = reader.config().quantization_config.weight_block_size  # type: ignore[union-attr]
         out = {}
         for key in reader:
-            if key.endswith("_scale_inv"):
+            raw = raw_experts and ".mlp.experts." in key
+            if key.endswith("_scale_inv") and not raw:
                 continue
             tensor = reader.get(key)
-            if key + "_scale_inv" in reader:
+            if key + "_scale_inv" in reader and not raw:
                 tensor = dequantize_fp8_blocks(tensor, reader.get(key + "_scale_inv"), block, dtype)
             out[key.removeprefix("model.")] = tensor
+    return out
+
+
+BLOCK = 32  # tiny's FP8 block (rows and columns)
+
+
+def _scale_grid(scale_inv: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A `weight_scale_inv` grid as one value per element of its [out, in] matrix (edge blocks cropped)."""
+    return scale_inv.repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1)[: shape[0], : shape[1]]
+
+
+def _fp8_stacks(
+    cfg: ModelConfig, raw: dict[str, torch.Tensor], experts: list[str], moe_tp: int
+) -> dict[str, torch.Tensor]:
+    """One layer's FP8 stacks and scale grids by hand (see the module docstring), keyed like `STACKS`."""
+    out = {}
+    per_rank = cfg.moe_intermediate_size // moe_tp
+    for stack, sources, blocks in (
+        (GATE_UP, ("gate_proj", "up_proj"), (math.gcd(BLOCK, cfg.hidden_size), math.gcd(BLOCK, per_rank))),
+        (DOWN, ("down_proj",), (math.gcd(BLOCK, per_rank), math.gcd(BLOCK, cfg.hidden_size))),
+    ):
+        weights, scales = [], []
+        for p in experts:
+            mats = [raw[f"{p}{s}.weight"] for s in sources]
+            weights.append(torch.cat([(m.float() / 2).to(torch.float8_e4m3fn).T for m in mats], 1))
+            grids = [
+                _scale_grid(raw[f"{p}{s}.weight_scale_inv"], tuple(m.shape))
+                for s, m in zip(sources, mats, strict=False)
+            ]
+            scales.append(torch.cat([g.T for g in grids], 1)[:: blocks[0], :: blocks[1]] * 2)
+        out[stack], out[stack.removesuffix("weight") + "scale"] = torch.stack(weights), torch.stack(scales)
     return out
 
 
@@ -55,7 +92,7 @@ ROUTER_NAMES = {
     "mlp.gate.e_score_correction_bias": "mlp.router.e_score_correction_bias",
 }
 GATE_UP, DOWN = "mlp.expert_mlps.mlp_op.gate_up_proj.weight", "mlp.expert_mlps.mlp_op.down_proj.weight"
-STACKS = (GATE_UP, DOWN)
+STACKS = (GATE_UP, DOWN, GATE_UP.removesuffix("weight") + "scale", DOWN.removesuffix("weight") + "scale")
 # The tp split dim of each non-expert tensor by its name's ending, by hand: heads split the query and kv_b
 # rows and the o_proj columns; column-parallel gate/up, row-parallel down; the embedding across hidden
 # (`shard_across_embedding`), lm_head across the vocab; the rank vectors one entry (or row) per rank; the
@@ -81,10 +118,11 @@ SPLIT_DIM = {
 
 
 def _reference(
-    cfg: ModelConfig, hf: dict[str, torch.Tensor], dtype: torch.dtype, tp: int, ep: int
+    cfg: ModelConfig, hf: dict[str, torch.Tensor], dtype: torch.dtype, tp: int, ep: int, fp8: bool
 ) -> dict[str, torch.Tensor]:
     """The converted checkpoint, by hand from the HF tensors (see the module docstring): every non-MTP HF
-    tensor under its own name or the router's NxDI name, each MoE layer's experts stacked, the rank vectors."""
+    tensor under its own name or the router's NxDI name, each MoE layer's experts stacked (FP8 ones with
+    their scale grids), the rank vectors."""
     ref: dict[str, torch.Tensor] = {"rank_util.rank": torch.arange(tp, dtype=torch.int32)}  # world size == tp
     per_rank = cfg.n_routed_experts // ep
     for key, tensor in hf.items():
@@ -96,16 +134,23 @@ def _reference(
     for layer in range(cfg.first_k_dense_replace, cfg.num_hidden_layers):
         experts = [f"layers.{layer}.mlp.experts.{e}." for e in range(cfg.n_routed_experts)]
         prefix = f"layers.{layer}."
-        ref[prefix + GATE_UP] = torch.stack(
-            [torch.cat([hf[f"{p}gate_proj.weight"].T, hf[f"{p}up_proj.weight"].T], 1) for p in experts]
-        )
-        ref[prefix + DOWN] = torch.stack([hf[f"{p}down_proj.weight"].T for p in experts])
+        if fp8:
+            ref.update({prefix + key: t for key, t in _fp8_stacks(cfg, hf, experts, tp // ep).items()})
+        else:
+            ref[prefix + GATE_UP] = torch.stack(
+                [torch.cat([hf[f"{p}gate_proj.weight"].T, hf[f"{p}up_proj.weight"].T], 1) for p in experts]
+            )
+            ref[prefix + DOWN] = torch.stack([hf[f"{p}down_proj.weight"].T for p in experts])
         ref[prefix + "mlp.expert_mlps.spmd_rank.rank"] = torch.arange(tp, dtype=torch.int32)
         if ep > 1:  # ranks r*tp/ep .. hold expert block r
             blocks = [[b * per_rank + j for j in range(per_rank)] for b in range(ep)]
             rows = [blocks[rank // (tp // ep)] for rank in range(tp)]
             ref[prefix + "mlp.expert_mlps.spmd_rank.local_expert_indices"] = torch.tensor(rows, dtype=torch.int32)
-    return {key: t.to(dtype) if t.is_floating_point() else t for key, t in ref.items()}
+    kept = {torch.float8_e4m3fn, torch.float32} if fp8 else set()  # FP8 stacks and their fp32 scales
+    return {
+        key: t.to(dtype) if t.is_floating_point() and not (".expert_mlps." in key and t.dtype in kept) else t
+        for key, t in ref.items()
+    }
 
 
 def _rank_piece(key: str, full: torch.Tensor, rank: int, tp: int, ep: int) -> torch.Tensor:
@@ -116,7 +161,7 @@ def _rank_piece(key: str, full: torch.Tensor, rank: int, tp: int, ep: int) -> to
     if key.endswith(STACKS):
         per_rank = full.shape[0] // ep
         block = full.narrow(0, rank // moe_tp * per_rank, per_rank)
-        dim, parts = (2, 2) if key.endswith(GATE_UP) else (1, 1)
+        dim, parts = (2, 2) if key.endswith(STACKS[::2]) else (1, 1)
         part = block.shape[dim] // parts
         width = part // moe_tp
         return torch.cat([block.narrow(dim, p * part + rank % moe_tp * width, width) for p in range(parts)], dim)
@@ -127,31 +172,37 @@ def _rank_piece(key: str, full: torch.Tensor, rank: int, tp: int, ep: int) -> to
     return full.narrow(dim, rank * width, width)
 
 
-@pytest.mark.parametrize(("dtype", "tp", "ep"), [("fp32", 2, 1), ("bf16", 2, 1), ("bf16", 2, 2), ("fp32", 4, 2)])
+LAYOUTS = [("fp32", 2, 1), ("bf16", 2, 1), ("bf16", 2, 2), ("fp32", 4, 2)]
+CASES = [(*layout, experts) for experts in ("bf16", "fp8-experts") for layout in LAYOUTS]
+
+
+@pytest.mark.parametrize(("dtype", "tp", "ep", "experts"), CASES)
 def test_rank_files_hold_their_slices_of_the_converted_checkpoint(
-    dtype: str, tp: int, ep: int, fp8_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dtype: str, tp: int, ep: int, experts: str, fp8_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(per_rank_files, "CHUNK_BYTES", 1024)  # many row chunks per tensor, one expert at a time
     cfg = preset("tiny")
+    fp8 = experts == "fp8-experts"
     command = ["shard", str(fp8_checkpoint), str(tmp_path), "--tp", str(tp), "--ep", str(ep), "--dtype", dtype]
-    assert main(command) == 0
+    assert main([*command, *([] if fp8 else ["--expert-weights", "bf16"])]) == 0  # FP8 experts: the default
     names = sorted(p.name for p in (tmp_path / "weights").glob("*.safetensors"))
     assert names == sorted(f"tp{r}_sharded_checkpoint.safetensors" for r in range(tp))
-    hf = _hf_tensors(fp8_checkpoint, DTYPES[dtype])
-    reference = _reference(cfg, hf, DTYPES[dtype], tp, ep)
-    assert sorted(expected_keys(cfg, ep)) == sorted(reference)
-    in_memory = convert_state_dict(dict(hf), cfg, DTYPES[dtype], tp, tp, ep_degree=ep)
+    hf = _hf_tensors(fp8_checkpoint, DTYPES[dtype], raw_experts=fp8)
+    reference = _reference(cfg, hf, DTYPES[dtype], tp, ep, fp8)
+    grid = fp8_expert_grid(cfg, tp // ep) if fp8 else None
+    assert sorted(expected_keys(cfg, ep, grid)) == sorted(reference)
+    in_memory = convert_state_dict(dict(hf), cfg, DTYPES[dtype], tp, tp, ep_degree=ep, expert_grid=grid)
     assert set(in_memory) == set(reference)
     for key, full in reference.items():
         assert in_memory[key].dtype == full.dtype, key
-        assert torch.equal(in_memory[key], full), key
+        assert torch.equal(in_memory[key].view(torch.uint8), full.view(torch.uint8)), key
     for rank in range(tp):
         tensors = load_file(str(tmp_path / "weights" / f"tp{rank}_sharded_checkpoint.safetensors"))
         assert set(tensors) == set(reference), rank
         for key, full in reference.items():
             expected = _rank_piece(key, full, rank, tp, ep)
             assert tensors[key].dtype == expected.dtype, key
-            assert torch.equal(tensors[key], expected), (rank, key)
+            assert torch.equal(tensors[key].view(torch.uint8), expected.view(torch.uint8)), (rank, key)
     # tiny: 16 experts, I = 48 (FP8 blocks of 32 rows). tp=2 cuts I inside a block (partial-block dequantization);
     # ep=2 keeps 8 experts per rank.
     gate_up_shape = tensors[f"layers.1.{GATE_UP}"].shape

@@ -35,21 +35,46 @@ def test_text_names_the_layout(capsys):
 
 
 def test_says_which_layout_the_adapter_builds(capsys):
-    """The default plan is the layout the NxDI adapter builds (BF16 on device); FP8 numbers say they assume FP8
-    expert layers, which it does not build yet."""
+    """The default plan is the layout the NxDI adapter builds: for R1's FP8 checkpoint, FP8 routed experts and BF16
+    other linears; BF16 everywhere is built too (by option); FP8 attention and MLPs are not."""
     assert main([*R1_TRN2, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["adapter_builds_this_layout"] is True
+    default = json.loads(capsys.readouterr().out)
+    assert default["adapter_builds_this_layout"] is True
     assert main([*R1_TRN2, "--weights", "fp8-experts", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["weights_per_rank"] == default["weights_per_rank"]
+    assert main([*R1_TRN2, "--weights", "bf16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["adapter_builds_this_layout"] is True
+    assert main([*R1_TRN2, "--weights", "fp8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["adapter_builds_this_layout"] is False
-    assert main([*R1_TRN2, "--weights", "fp8-experts"]) == 0
+    assert main(R1_TRN2) == 0
     text = capsys.readouterr().out
     assert "weights fp8 experts, bf16 other linears" in text
-    assert "this plan is NOT what it builds (FP8 on device assumes NxD quantized expert layers, not built yet)" in text
+    built = "weights bf16 or fp8-experts on device (fp8-experts by default for an FP8 checkpoint); this plan is that"
+    assert built in text
+
+
+def test_r1_default_meets_the_issue_15_bounds(capsys):
+    """Issue 15's numbers for the layout built by default (FP8 experts) at tp 64 on trn2: at most 1.25 GB read
+    per rank per decoded token at batch 1, seq_len 4096, and at least 64K tokens at batch 1."""
+    assert main([*R1_TRN2, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decode"]["bytes_per_rank"] <= 1.25e9
+    assert out["largest_seq_len"] >= 65536
+
+
+def test_kimi_k2_fits_one_trn2_48xlarge(capsys):
+    """Kimi-K2 (1T parameters; the published config.json, the `kimi-k2` preset) on the 64 logical cores of one
+    trn2.48xlarge, in the layout the adapter builds for it (FP8 experts)."""
+    assert main(["--preset", "kimi-k2", "--tp", "64", "--device", "trn2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fits"] is True
+    assert out["adapter_builds_this_layout"] is True
 
 
 def test_fp8_experts_halve_the_expert_bytes_only(capsys):
     """R1 at tp 64: a 7168 x 2048 expert matrix slice of 32 x 7168 is 229,376 FP8 bytes plus 56 fp32 block
-    scales (a thin slice still needs a full row of 128 x 128 scales), three per expert, 256 experts, 58 layers."""
+    scales (the adapter's grid: 128 x 32 blocks, one per 128 x 128 checkpoint block the slice cuts), three per
+    expert, 256 experts, 58 layers."""
     assert main([*R1_TRN2, "--weights", "fp8-experts", "--json"]) == 0
     weights = json.loads(capsys.readouterr().out)["weights_per_rank"]
     assert weights["experts"]["bytes_per_rank"] == 58 * 256 * 3 * (32 * 7168 + 4 * 56)

@@ -20,7 +20,7 @@ from typing import Any
 
 from dsv3_config import PRESETS, ConfigError, ModelConfig, load_config, preset
 from dsv3_plan.devices import DEVICES, device
-from dsv3_plan.layouts import LAYOUT_NAMES, WEIGHT_CHOICES, adapter_builds, layout_for
+from dsv3_plan.layouts import LAYOUT_NAMES, WEIGHT_CHOICES, adapter_builds, default_weights, layout_for
 from dsv3_plan.plan import deployment, make_plan
 from dsv3_plan.report import plan_text
 from dsv3_plan.search import largest_batch, largest_seq_len, ranked_changes
@@ -69,9 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         choices=WEIGHT_CHOICES,
-        default="bf16",
-        help="weight format in HBM: bf16 (what the NxDI adapter builds), fp8 (every linear the checkpoint "
-        "quantizes) or fp8-experts (routed experts only); FP8 assumes expert layers not built yet (default bf16)",
+        default=None,
+        help="weight format in HBM: bf16, fp8-experts (routed experts FP8 with fp32 block scales, other linears "
+        "BF16) or fp8 (every linear the checkpoint quantizes; not built by the adapter); default: what the NxDI "
+        "adapter builds for this checkpoint, fp8-experts for an FP8 one, bf16 otherwise (contrib: bf16)",
     )
     p.add_argument("--device", choices=tuple(DEVICES), default="trn2", help="per-rank device table (default trn2)")
     p.add_argument("--layout", choices=LAYOUT_NAMES, default="dsv3", help="dsv3 (ours) or contrib (the NxDI port)")
@@ -88,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if args.tp % args.ep:
         raise OptionError(f"--ep {args.ep} must divide --tp {args.tp} (each expert group has tp/ep ranks)")
     cfg = _config(args)
+    weights = default_weights(args.layout, cfg) if args.weights is None else args.weights
     try:
-        layout = layout_for(args.layout, args.weights)
+        layout = layout_for(args.layout, weights)
         dep = deployment(
             cfg,
             layout,
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             ep=args.ep,
             batch_size=args.batch,
             seq_len=args.seq_len,
-            weight_dtype=_DTYPES[args.weights],
+            weight_dtype=_DTYPES[weights],
         )
     except ValueError as err:  # the layout or the degrees do not fit this model: the options' fault
         raise OptionError(str(err)) from err

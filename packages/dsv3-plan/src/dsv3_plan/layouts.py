@@ -21,9 +21,9 @@ most" is a `dataclasses.replace` of one field.
 
 The `dsv3` layout is read from the record the NxDI adapter builds from, `dsv3_config.inventory.placements`
 (torch-free): where the latent projections and the router weight live, and which weight formats the adapter
-holds on device (`DEVICE_WEIGHT_FORMATS`: BF16 today). `adapter_builds` says whether a layout is one the
-adapter builds; FP8 weights (`--weights fp8`, `fp8-experts`) are not yet: those numbers assume NxD's
-quantized expert layers.
+holds on device (`DEVICE_WEIGHT_FORMATS`: `bf16`, and `fp8-experts`, the FP8 routed experts in NxD's quantized
+expert layers, its default for an FP8 checkpoint: `default_weight_format`). `adapter_builds` says whether a
+layout is one the adapter builds; FP8 attention and dense MLPs (`--weights fp8`) are not.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from dsv3_config import REPLICATED
+from dsv3_config import REPLICATED, ModelConfig
 from dsv3_config.inventory import placements
 
 WeightFormat = Literal["bf16", "fp8"]
@@ -83,12 +83,28 @@ def dsv3_layout(weights: WeightFormat) -> Layout:
     )
 
 
+def weight_choice(layout: Layout) -> WeightChoice:
+    """The `--weights` name of a layout's formats."""
+    if layout.expert_format == layout.dense_format:
+        return layout.expert_format
+    if layout.expert_format == "fp8":
+        return "fp8-experts"
+    raise ValueError(f"layout {layout.name!r}: BF16 experts with FP8 other linears has no --weights name")
+
+
 def adapter_builds(layout: Layout) -> bool:
     """Whether the NxDI adapter builds `layout`: ours, in weight formats it holds on device."""
-    formats = placements.DEVICE_WEIGHT_FORMATS
-    return layout == replace(
-        dsv3_layout("bf16"), expert_format=layout.expert_format, dense_format=layout.dense_format
-    ) and (layout.expert_format in formats and layout.dense_format in formats)
+    ours = layout == replace(dsv3_layout("bf16"), expert_format=layout.expert_format, dense_format=layout.dense_format)
+    return ours and weight_choice(layout) in placements.DEVICE_WEIGHT_FORMATS
+
+
+def default_weights(name: str, cfg: ModelConfig) -> WeightChoice:
+    """What a layout holds unless told: the adapter's default for `cfg` (FP8 experts for an FP8 checkpoint);
+    the contrib port BF16."""
+    if name != "dsv3":
+        return "bf16"
+    choice = placements.default_weight_format(cfg)
+    return "fp8-experts" if choice == "fp8-experts" else "bf16"
 
 
 def layout_for(name: str, weights: WeightChoice) -> Layout:

@@ -22,6 +22,7 @@ from typing import Literal
 
 from dsv3_config import DeploymentConfig, LayerKind, ModelConfig
 from dsv3_config.inventory import TensorDecl, decoder_layer_tensors, outer_tensors, per_expert
+from dsv3_config.inventory.fp8_experts import fp8_expert_scales_per_rank
 from dsv3_plan.layouts import Layout
 
 Format = Literal["bf16", "fp8", "fp32"]
@@ -106,13 +107,19 @@ def _format(decl: TensorDecl, layout: Layout) -> Format:
 
 def routed_expert_on_rank(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig) -> tuple[int, int]:
     """One routed expert of one layer, as one rank of its `moe_tp` group holds it: the per-expert
-    checkpoint matrices of each stack, each split over `moe_tp` as the stack's placement says."""
+    checkpoint matrices of each stack, each split over `moe_tp` as the stack's placement says. FP8 experts of
+    an FP8 checkpoint hold the scales of the adapter's grid (`dsv3_config.inventory.fp8_experts`, the record
+    the adapter builds its NxD layers from), not the checkpoint's grid cut by rank."""
     stacks = [decl for decl in decoder_layer_tensors(cfg, LayerKind.MOE) if decl.stacked_from is not None]
     sources = [source for stack in stacks for source in per_expert(stack, 0)]
-    return _total(
+    params, nbytes = _total(
         matrix_on_rank((s.shape[0], s.shape[1]), _tp_split(s, layout), dep.moe_tp, _format(s, layout), block_size(cfg))
         for s in sources
     )
+    on_device_grid = cfg.quantization_config is not None and cfg.moe_intermediate_size % dep.moe_tp == 0
+    if layout.expert_format == "fp8" and on_device_grid:
+        nbytes = params + 4 * fp8_expert_scales_per_rank(cfg, dep.moe_tp)
+    return params, nbytes
 
 
 def _on_rank(decl: TensorDecl, layout: Layout, dep: DeploymentConfig, block: Shape) -> tuple[int, int]:

@@ -45,10 +45,18 @@ def output_heads(cfg: ModelConfig) -> Placement:
     return (Split(dim=1, mesh_axis="tp", unit=cfg.v_head_dim),)
 
 
-# The weight formats the NxDI adapter (dsv3_model.neuron) holds on device: the model dtype, BF16, for every
-# linear; an FP8 checkpoint is dequantized on the host. FP8 routed experts on device (NxD's quantized expert
-# layers) are not built yet, so the planner marks its FP8 numbers as assuming them.
-DEVICE_WEIGHT_FORMATS: tuple[str, ...] = ("bf16",)
+# The weight formats the NxDI adapter (dsv3_model.neuron) holds on device, by the planner's `--weights` names:
+# `bf16` (every linear in the model dtype; an FP8 checkpoint dequantized on the host) and `fp8-experts` (the
+# routed experts kept in the checkpoint's FP8 with fp32 block scales in NxD's quantized expert layers, every
+# other linear BF16; `fp8_experts.py` has the grid). An FP8 checkpoint gets `fp8-experts` by default
+# (`default_weight_format`). FP8 attention / dense MLPs are not built.
+DEVICE_WEIGHT_FORMATS: tuple[str, ...] = ("bf16", "fp8-experts")
+
+
+def default_weight_format(cfg: ModelConfig) -> str:
+    """What the adapter and `dsv3 shard` hold on device unless told otherwise: FP8 routed experts for a
+    checkpoint whose config declares FP8 blocks, BF16 otherwise."""
+    return "fp8-experts" if cfg.quantization_config is not None else "bf16"
 
 
 def expert_parallel_min_tokens(cfg: ModelConfig) -> int:

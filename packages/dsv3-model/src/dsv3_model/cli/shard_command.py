@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     shard.add_argument(
         "--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="NeuronConfig torch_dtype (default bf16)"
     )
+    shard.add_argument(
+        "--expert-weights",
+        choices=["bf16", "fp8-experts"],
+        default=None,
+        help="routed experts as the model holds them (NeuronConfig dsv3_expert_weights; default: fp8-experts for "
+        "an FP8 checkpoint, bf16 otherwise)",
+    )
     shard.set_defaults(handler=_shard)
 
 
@@ -47,7 +54,13 @@ def _shard(args: argparse.Namespace) -> int:
 
     try:
         summary = write_per_rank_files(
-            args.src, args.dst, tp_degree=args.tp, ep_degree=args.ep, dtype=OUT_DTYPES[args.dtype], progress=True
+            args.src,
+            args.dst,
+            tp_degree=args.tp,
+            ep_degree=args.ep,
+            dtype=OUT_DTYPES[args.dtype],
+            expert_weights=args.expert_weights,
+            progress=True,
         )
     except KeyError as err:  # a tensor the NxDI model needs, or one it does not use
         raise CheckpointError(str(err.args[0]) if err.args else str(err)) from err

@@ -22,7 +22,8 @@ import torch
 from neuronx_distributed_inference.models.config import InferenceConfig, MoENeuronConfig
 
 from dsv3_config import ConfigError, ModelConfig, load_config
-from dsv3_config.inventory.placements import DEVICE_WEIGHT_FORMATS, expert_parallel_min_tokens
+from dsv3_config.inventory.fp8_experts import Fp8ExpertGrid, fp8_expert_grid
+from dsv3_config.inventory.placements import DEVICE_WEIGHT_FORMATS, default_weight_format, expert_parallel_min_tokens
 
 # NeuronConfig switches whose code paths the dsv3 layers do not implement (each changes the layer contract:
 # per-layer KV I/O, speculation, sequence/context/data parallel attention, other cache layouts).
@@ -34,6 +35,7 @@ UNSUPPORTED_WHEN_TRUE = (
     "flash_decoding_enabled",
     "k_cache_transposed",
     "kv_cache_quant",
+    "quantized",  # NxDI's whole-model quantization; FP8 routed experts are `dsv3_expert_weights` (below)
 )
 UNSUPPORTED_ABOVE = {"speculation_length": 0, "cp_degree": 1, "attention_dp_degree": 1}
 
@@ -61,8 +63,12 @@ class Dsv3NeuronConfig(MoENeuronConfig):
                     "Dsv3NeuronConfig: chunked prefill needs is_block_kv_layout=True (its chunks live in blocks)"
                 )
             kwargs["is_prefix_caching"] = True
+        expert_weights = kwargs.pop("dsv3_expert_weights", None)
         super().__init__(router_config={"dtype": torch.float32}, disable_normalize_top_k_affinities=True, **kwargs)
         self.dsv3_chunked_prefill = chunked
+        # "bf16" or "fp8-experts" (`DEVICE_WEIGHT_FORMATS`); None: the checkpoint's default, resolved (and
+        # validated) by `Dsv3InferenceConfig` once the model config is known.
+        self.dsv3_expert_weights = expert_weights
 
 
 def _chunked_prefill_requested(kwargs: dict[str, Any]) -> bool:
@@ -130,6 +136,14 @@ class Dsv3InferenceConfig(InferenceConfig):
         neuron_config.router_config.dtype = torch.float32
         neuron_config.router_config.act_fn = cfg.scoring_func
         neuron_config.disable_numeric_cc_token = True  # as the contrib port (all-gather/reduce-scatter workaround)
+        neuron_config.dsv3_expert_weights = _expert_weights(cfg, neuron_config)
+
+    def fp8_expert_grid(self) -> Fp8ExpertGrid | None:
+        """The device grid of FP8 routed experts (None: BF16 experts); moe_tp as NxD's MoE groups have it."""
+        neuron_config = self.neuron_config
+        if neuron_config.dsv3_expert_weights != "fp8-experts":
+            return None
+        return fp8_expert_grid(self.model_config(), neuron_config.tp_degree // neuron_config.moe_ep_degree)
 
     def validate_config(self) -> None:
         super().validate_config()
@@ -142,10 +156,11 @@ class Dsv3InferenceConfig(InferenceConfig):
         ]
         if neuron_config.hybrid_sharding_config is not None:
             enabled.append("hybrid_sharding_config")
-        if neuron_config.quantized and "fp8" not in DEVICE_WEIGHT_FORMATS:  # FP8 checkpoints: dequantized on the host
-            enabled.append("quantized")
         if enabled:
-            raise ValueError(f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}")
+            hint = " (FP8 routed experts: dsv3_expert_weights='fp8-experts')" if "quantized" in enabled else ""
+            raise ValueError(
+                f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}{hint}"
+            )
         self._validate_block_layout()
         self._validate_expert_parallel()
         self._validate_splits()
@@ -214,6 +229,33 @@ class Dsv3InferenceConfig(InferenceConfig):
 
     def get_required_attributes(self) -> list[str]:
         return ["dsv3_hf_config", "num_local_experts", "dense_intermediate_size", "head_dim"]
+
+
+def _expert_weights(cfg: ModelConfig, neuron_config: Any) -> str:
+    """`dsv3_expert_weights` resolved: as asked, or FP8 routed experts for an FP8 checkpoint where they run.
+
+    CPU mode in BF16 is the one place they do not: NxDI's `to_cpu()` calls `.bfloat16()` on the model, which
+    casts FP8 parameters too (`models/application_base.py:599-602`); the default there is BF16 experts.
+    """
+    asked = neuron_config.dsv3_expert_weights
+    cpu_low_precision = bool(neuron_config.on_cpu) and neuron_config.torch_dtype != torch.float32
+    if asked is None:
+        default = default_weight_format(cfg)
+        return "bf16" if cpu_low_precision else default
+    if asked not in DEVICE_WEIGHT_FORMATS:
+        raise ConfigError(f"Dsv3NeuronConfig: dsv3_expert_weights={asked!r}; known: {', '.join(DEVICE_WEIGHT_FORMATS)}")
+    if asked == "fp8-experts" and cfg.quantization_config is None:
+        raise ConfigError(
+            "Dsv3NeuronConfig: dsv3_expert_weights='fp8-experts' needs an FP8 checkpoint (config.json has no "
+            "quantization_config); BF16 experts are not quantized here"
+        )
+    if asked == "fp8-experts" and cpu_low_precision:
+        raise ConfigError(
+            "Dsv3NeuronConfig: dsv3_expert_weights='fp8-experts' with on_cpu and "
+            f"torch_dtype={neuron_config.torch_dtype}: NxDI's to_cpu() casts FP8 parameters to that dtype; "
+            "use torch_dtype=float32 on CPU"
+        )
+    return str(asked)
 
 
 def _smallest_context_bucket(neuron_config: Any) -> int:

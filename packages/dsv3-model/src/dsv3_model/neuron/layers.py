@@ -1,6 +1,6 @@
-"""Decoder layers of the NxDI model: MLA, then dsv3-moe's dense SwiGLU MLP with NxD parallel linears
-injected (first `first_k_dense_replace` layers) or NxDI's MoE (`initialize_moe_module`: `ExpertMLPsV2`
-routed experts, `SharedExperts`) with the dsv3 router swapped in (weight split by expert, logits and
+"""Decoder layers of the NxDI model: MLA, then dsv3-moe's dense SwiGLU MLP with NxD parallel linears injected (first
+`first_k_dense_replace` layers) or NxDI's MoE (`initialize_moe_module`: `ExpertMLPsV2` routed experts, BF16 or NxD's
+FP8 blockwise expert layers; `SharedExperts`) with the dsv3 router swapped in (weight split by expert, logits and
 selection in fp32).
 
 The layer follows NxDI's decoder-layer contract (docs/nxdi-contract.md section 5): it takes NxDI's
@@ -24,6 +24,7 @@ from dsv3_blocks import RMSNorm
 from dsv3_config import LayerKind, ModelConfig
 from dsv3_model.neuron.attention import NeuronLatentAttention, nxd_linear_factory
 from dsv3_model.neuron.config import Dsv3InferenceConfig
+from dsv3_model.neuron.fp8_experts import quantize_routed_experts
 from dsv3_model.neuron.router import Dsv3Router
 from dsv3_moe import SwiGLUMLP, mlp_shard_plan
 
@@ -38,9 +39,13 @@ def dense_mlp(cfg: ModelConfig, dtype: torch.dtype) -> nn.Module:
 def build_moe(config: Dsv3InferenceConfig, cfg: ModelConfig) -> nn.Module:
     """NxDI's MoE module with `Dsv3Router` in place of its `RouterTopK`.
 
-    The fused TKG kernel module stays off: it keeps a reference to the original router.
+    The fused TKG kernel module stays off: it keeps a reference to the original router. With FP8 experts
+    (`dsv3_expert_weights`), the routed-expert layers are NxD's quantized ones (`fp8_experts.py`).
     """
     moe = initialize_moe_module(config=config, init_tkg_module=False)
+    grid = config.fp8_expert_grid()
+    if grid is not None:
+        quantize_routed_experts(moe, grid)
     neuron_config = config.neuron_config
     moe.router = Dsv3Router(
         cfg, dtype=neuron_config.torch_dtype, sequence_parallel_enabled=neuron_config.sequence_parallel_enabled

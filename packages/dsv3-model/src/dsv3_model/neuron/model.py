@@ -32,6 +32,22 @@ CONTRIB_COMPILER_ARGS = (
     " --tensorizer-options='--enable-ccop-compute-overlap --cc-pipeline-tiling-factor=2'"
     " --tensorizer-options='--vectorize-strided-dma' --auto-cast=none"
 )
+FP8_AS_NEURON_E4M3 = "--experimental-unsafe-fp8e4m3fn-as-fp8e4m3"
+HLO2TENSORIZER = "--internal-hlo2tensorizer-options='"
+
+
+def fp8_as_neuron_e4m3(compiler_args: str) -> str:
+    """`compiler_args` with FP8 compiled as Neuron's e4m3, inside the one hlo2tensorizer option NxDI's wrapper
+    appends (`models/model_wrapper.py:146-162`), exactly as it writes it under its own `quantized` (`:148-157`).
+
+    FP8 routed experts (rescaled into +-240, nxdi_checkpoint/fp8_experts.py) need it, and NxDI's `quantized`
+    stays off (docs/nxdi-contract.md section 19); a second hlo2tensorizer option would leave which one the
+    compiler keeps to its argument parser."""
+    if FP8_AS_NEURON_E4M3 in compiler_args:
+        return compiler_args
+    if compiler_args.count(HLO2TENSORIZER) != 1:
+        raise ValueError(f"expected one {HLO2TENSORIZER}...' in NxDI's compiler args, got: {compiler_args}")
+    return compiler_args.replace(HLO2TENSORIZER, f"{HLO2TENSORIZER}{FP8_AS_NEURON_E4M3} ")
 
 
 class NeuronDsv3Model(NeuronBaseModel):
@@ -108,6 +124,12 @@ class NeuronDsv3ForCausalLM(NeuronBaseForCausalLM):
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.config.fp8_expert_grid() is not None:
+            for wrapper in self.models:
+                wrapper.compiler_args = fp8_as_neuron_e4m3(wrapper.compiler_args)
 
     def get_compiler_args(self) -> str:
         return f"{CONTRIB_COMPILER_ARGS} --lnc={self.neuron_config.logical_nc_config}"

@@ -33,6 +33,14 @@ RENAMES: dict[str, tuple[str, tuple[int, ...] | None]] = {
 EXPERT_STACK_KEYS = tuple(name for name, order in RENAMES.values() if order is not None)
 
 
+def expert_scale_key(stack_key: str) -> str:
+    """The fp32 block-scale grid of an FP8 expert stack: NxD's quantized layers name it `scale` (`...proj.scale`)."""
+    return stack_key.removesuffix("weight") + "scale"
+
+
+EXPERT_SCALE_KEYS = tuple(expert_scale_key(name) for name in EXPERT_STACK_KEYS)
+
+
 @dataclass(frozen=True)
 class NxdiTensor:
     """One model tensor under its NxDI key: our declaration (names without `model.`), its placement in our

@@ -20,6 +20,10 @@ at a time for the expert stacks), from only the source rows that block needs (`C
 `dequantize_fp8_slice` dequantizes only the FP8 blocks touched). The cost is I/O: a tensor split along a
 column dimension is read once per rank.
 
+Routed experts of an FP8 checkpoint stay FP8 by default (`expert_weights`, the adapter's
+`dsv3_expert_weights`): each rank file holds its slice of the halved FP8 stacks and of their fp32 scale grids
+(`fp8_experts.py`), read raw from the checkpoint's rows and `weight_scale_inv` grids, never dequantized.
+
 With expert parallelism (`ep_degree` > 1, NeuronConfig `moe_ep_degree`, `moe_tp_degree = tp / ep`) each rank
 file holds only its `E / ep` experts (read expert by expert, nothing else of the stacks) and the
 `local_expert_indices` row naming them, placed as `shard_plan.NxdiRanks` describes.
@@ -35,6 +39,8 @@ from pathlib import Path
 import torch
 
 from dsv3_config import ModelConfig
+from dsv3_config.inventory.fp8_experts import Fp8ExpertGrid, fp8_expert_grid
+from dsv3_config.inventory.placements import default_weight_format
 from dsv3_model.nxdi_checkpoint.key_map import HF_MODEL_PREFIX
 from dsv3_model.nxdi_checkpoint.shard_plan import NxdiRanks, nxdi_shard_plan
 from dsv3_model.nxdi_checkpoint.state_dict import (
@@ -42,6 +48,7 @@ from dsv3_model.nxdi_checkpoint.state_dict import (
     Box,
     NeuronTensor,
     SourceRead,
+    check_fp8_experts,
     convert_tensor,
     fp8_block,
     neuron_tensors,
@@ -71,28 +78,36 @@ def write_per_rank_files(
     tp_degree: int,
     ep_degree: int = 1,
     dtype: torch.dtype = torch.bfloat16,
+    expert_weights: str | None = None,
     progress: bool = False,
 ) -> Summary:
     """Write `dst/weights/tp{r}_sharded_checkpoint.safetensors` for r < tp_degree (`rank_file_name`).
 
     `dst` is the NxDI compiled-model directory (`model.pt`, `neuron_config.json` live next to `weights/`);
-    `dtype` is the NeuronConfig `torch_dtype` the model is compiled with. Returns the job summary (bytes
-    read and written, time, peak RSS); `progress` shows a bar on a terminal.
+    `dtype` is the NeuronConfig `torch_dtype` the model is compiled with, `expert_weights` the model's
+    `dsv3_expert_weights` (`bf16` or `fp8-experts`; None: the default for the checkpoint). Returns the job
+    summary (bytes read and written, time, peak RSS); `progress` shows a bar on a terminal.
     """
     ranks = NxdiRanks(tp_degree, ep_degree)
     out_dir = Path(dst) / WEIGHTS_DIR
     with CheckpointReader(src) as reader:
         cfg = check_source(reader)
         hf_key = {key.removeprefix(HF_MODEL_PREFIX): key for key in reader}
-        tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, ep_degree)  # shapes checked by check_source
-        plan = nxdi_shard_plan(cfg, ep_degree)
+        weights = default_weight_format(cfg) if expert_weights is None else expert_weights
+        grid = _expert_grid(cfg, weights, ranks.moe_tp)
+        tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, ep_degree, grid)  # shapes checked by check_source
+        if grid is not None:
+            check_fp8_experts(
+                tensors, {key.removeprefix(HF_MODEL_PREFIX): reader.dtype(key) for key in reader}, str(src)
+            )
+        plan = nxdi_shard_plan(cfg, ep_degree, grid)
         by_name = {tensor.name: tensor for tensor in tensors}
         rank_ranges = [
             {t.name: dim_ranges(t.shape, plan[t.name], ranks.coordinate(t.name, rank)) for t in tensors}
             for rank in range(tp_degree)
         ]
         rank_outputs = [[OutputTensor(t.name, _range_shape(r[t.name]), t.dtype) for t in tensors] for r in rank_ranges]
-        fingerprint = job_fingerprint(reader, tp_degree=tp_degree, ep_degree=ep_degree, dtype=dtype)
+        fingerprint = job_fingerprint(reader, tp_degree=tp_degree, ep_degree=ep_degree, dtype=dtype, experts=weights)
         total = sum(output.nbytes for outputs in rank_outputs for output in outputs)
         with locked(out_dir, "shard"), Progress("shard", total, enabled=progress) as bar:
             manifest = Manifest(out_dir, MANIFEST_NAME, fingerprint, "shard")
@@ -107,6 +122,14 @@ def write_per_rank_files(
                 manifest.record(path.name, *write_shard(path, outputs, chunks, on_write=bar.wrote))
     assert bar.summary is not None
     return bar.summary
+
+
+def _expert_grid(cfg: ModelConfig, weights: str, moe_tp: int) -> Fp8ExpertGrid | None:
+    if weights == "bf16":
+        return None
+    if weights != "fp8-experts":
+        raise ValueError(f"expert_weights must be 'bf16' or 'fp8-experts', got {weights!r}")
+    return fp8_expert_grid(cfg, moe_tp)
 
 
 def _range_shape(ranges: Ranges) -> tuple[int, ...]:
@@ -124,10 +147,10 @@ def _reader_source(
         bar.read(values.nbytes)
         return values
 
-    def read(name: str, slices: tuple[slice, ...]) -> torch.Tensor:
+    def read(name: str, slices: tuple[slice, ...], *, raw: bool = False) -> torch.Tensor:
         key = hf_key[name]
         scale = key + SCALE_SUFFIX
-        if scale not in reader:
+        if raw or scale not in reader:
             return check_finite(get_slice(key, slices), reader.file_of(key), key)
         shape = reader.shape(key)
         if len(shape) != 2 or len(slices) != 2:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from dsv3_config import MeshCoordinate, ModelConfig, ShardPlan, Split
-from dsv3_model.nxdi_checkpoint.key_map import EXPERT_STACK_KEYS, nxdi_tensors
+from dsv3_config.inventory.fp8_experts import Fp8ExpertGrid
+from dsv3_model.nxdi_checkpoint.key_map import EXPERT_SCALE_KEYS, EXPERT_STACK_KEYS, expert_scale_key, nxdi_tensors
 from dsv3_model.nxdi_checkpoint.state_dict import Kind, neuron_tensors
 
 TP_VECTOR = (Split(dim=0, mesh_axis="tp"),)
@@ -61,16 +62,20 @@ class NxdiRanks:
         """Rank `rank`'s position for tensor `name`: routed-expert stacks on the MoE mesh, the rest on tp."""
         if not 0 <= rank < self.tp_degree:
             raise ValueError(f"rank {rank} outside tp_degree={self.tp_degree}")
-        if name.endswith(EXPERT_STACK_KEYS):
+        if name.endswith(EXPERT_STACK_KEYS + EXPERT_SCALE_KEYS):
             return MeshCoordinate(
                 tp_rank=rank % self.moe_tp, tp_size=self.moe_tp, ep_rank=rank // self.moe_tp, ep_size=self.ep_degree
             )
         return MeshCoordinate(tp_rank=rank, tp_size=self.tp_degree)
 
 
-def nxdi_shard_plan(cfg: ModelConfig, ep_degree: int = 1) -> ShardPlan:
-    """Placement of every key `convert_hf_to_neuron_state_dict` produces (for `NxdiRanks.coordinate`)."""
+def nxdi_shard_plan(cfg: ModelConfig, ep_degree: int = 1, expert_grid: Fp8ExpertGrid | None = None) -> ShardPlan:
+    """Placement of every key `convert_hf_to_neuron_state_dict` produces (for `NxdiRanks.coordinate`); with
+    `expert_grid`, each FP8 stack's scale grid is split exactly as its stack (NxD marks it so,
+    `quantization/quantization_layers.py:284-291`), one scale block per device block."""
     plan: ShardPlan = {tensor.name: tensor.placement for tensor in nxdi_tensors(cfg)}
+    if expert_grid is not None:
+        plan.update({expert_scale_key(name): plan[name] for name in list(plan) if name.endswith(EXPERT_STACK_KEYS)})
     vectors = neuron_tensors(cfg, torch.float32, 1, max(1, ep_degree), ep_degree)
     plan.update({tensor.name: TP_VECTOR for tensor in vectors if tensor.kind not in (Kind.COPY, Kind.STACKED)})
     return plan

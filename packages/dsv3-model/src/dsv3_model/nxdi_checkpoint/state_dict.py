@@ -1,13 +1,15 @@
 """HF checkpoint -> the key layout of `NeuronDsv3Model` (after NxDI strips the leading `model.`).
 
-The keys, shapes and sources are `key_map.nxdi_tensors`, a view of the inventory: HF's names except the
-MoE router and the routed-expert stacks, which NxD renames and stores transposed (`gate_up_proj` [E, H, 2I]
-with gate in `[..., :I]`, `down_proj` [E, I, H]), stacked from the per-expert HF tensors as the inventory's
-`ExpertStack` says. MTP layers (index >= num_hidden_layers) are dropped; the `SPMDRank` vectors
-(`rank_util.rank`, each MoE layer's `expert_mlps.spmd_rank.rank`, and under expert parallelism its
-`spmd_rank.local_expert_indices`) are added. Floating tensors come out in the NxDI dtype (what NxDI's
-`checkpoint_loader_fn` and ModelBuilder's `cast_weights` cast them to); FP8 block-quantized weights
-(`*.weight` + `*.weight_scale_inv`) are dequantized with dsv3-weights straight into it.
+The keys, shapes and sources are `key_map.nxdi_tensors`, a view of the inventory: HF's names except the MoE router
+and the routed-expert stacks, which NxD renames and stores transposed (`gate_up_proj` [E, H, 2I] with gate in `[...,
+:I]`, `down_proj` [E, I, H]), stacked from the per-expert HF tensors as the inventory's `ExpertStack` says. With FP8
+experts (`Fp8ExpertGrid` given) the stacks stay FP8, halved into Neuron's range, and each is preceded by its fp32
+`scale` grid `[E, in / b_in, out / b_out]` (`fp8_experts.py`): the keys and layout of NxD's `QuantizedExpertFused*`
+layers. MTP layers (index >= num_hidden_layers) are dropped; the `SPMDRank` vectors (`rank_util.rank`, each MoE
+layer's `expert_mlps.spmd_rank.rank`, and under expert parallelism its `spmd_rank.local_expert_indices`) are added.
+Floating tensors come out in the NxDI dtype (what NxDI's `checkpoint_loader_fn` and ModelBuilder's `cast_weights`
+cast them to); FP8 block-quantized weights (`*.weight` + `*.weight_scale_inv`) are dequantized with dsv3-weights
+straight into it, the routed experts too unless kept FP8.
 
 One conversion serves two callers: `convert_tensor` computes any box `[start, end)` per dim of one
 converted tensor from a `SourceRead` (HF name, slices -> dequantized values). NxDI's in-memory path
@@ -21,16 +23,18 @@ Shape legend: E routed experts, H hidden size, I expert intermediate size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from dsv3_config import ModelConfig
 from dsv3_config.inventory import ExpertStack, unstacked
-from dsv3_model.nxdi_checkpoint.key_map import EXPERTS, layer_and_local, nxdi_tensors
+from dsv3_config.inventory.fp8_experts import Fp8ExpertGrid
+from dsv3_model.nxdi_checkpoint.fp8_experts import FP8, expert_scales, rescale_for_neuron
+from dsv3_model.nxdi_checkpoint.key_map import EXPERTS, expert_scale_key, layer_and_local, nxdi_tensors
+from dsv3_weights import CheckpointError
 from dsv3_weights.fp8 import dequantize_fp8_blocks
 
 SCALE_SUFFIX = "_scale_inv"
@@ -42,12 +46,18 @@ LOCAL_EXPERTS_KEY = "mlp.expert_mlps.spmd_rank.local_expert_indices"
 TP_RANKS_KEY = "rank_util.rank"
 
 Box = tuple[tuple[int, int], ...]  # [start, end) per dimension
-SourceRead = Callable[[str, tuple[slice, ...]], torch.Tensor]  # HF name (no `model.`), slices -> values
+
+
+class SourceRead(Protocol):
+    """HF name (no `model.`), slices -> values: dequantized, or with `raw` as stored (FP8 bits, scale grids)."""
+
+    def __call__(self, name: str, slices: tuple[slice, ...], *, raw: bool = False) -> torch.Tensor: ...
 
 
 class Kind(Enum):
     COPY = "copy"  # the source tensor itself (possibly renamed)
     STACKED = "stacked"  # [E, in, out]: each expert's HF sources concatenated (rows), transposed
+    EXPERT_SCALE = "expert_scale"  # [E, in / b_in, out / b_out] fp32: a FP8 stack's device block scales
     TP_RANKS = "tp_ranks"  # arange(tp_degree), int32
     WORLD_RANKS = "world_ranks"  # arange(world_size), int32
     LOCAL_EXPERTS = "local_experts"  # [world, E / ep] int32: rank r holds experts of block r // (world / ep)
@@ -64,11 +74,13 @@ class NeuronTensor:
     source: str = ""  # COPY: the HF key (no `model.`)
     stack: ExpertStack | None = None  # STACKED: the per-expert HF tensors
     num_experts: int = 0  # LOCAL_EXPERTS
+    grid: Fp8ExpertGrid | None = None  # EXPERT_SCALE
 
     def source_keys(self) -> list[str]:
+        """The HF tensors this one consumes (an expert scale grid reads its stack's, consumed by the stack)."""
         if self.kind == Kind.COPY:
             return [self.source]
-        return [] if self.stack is None else self.stack.all_source_keys()
+        return [] if self.stack is None or self.kind == Kind.EXPERT_SCALE else self.stack.all_source_keys()
 
 
 def _rank_vectors(cfg: ModelConfig, layer: int, ep_degree: int) -> list[tuple[str, Kind]]:
@@ -81,9 +93,15 @@ def _rank_vectors(cfg: ModelConfig, layer: int, ep_degree: int) -> list[tuple[st
 
 
 def neuron_tensors(
-    cfg: ModelConfig, dtype: torch.dtype, tp_degree: int, world_size: int, ep_degree: int = 1
+    cfg: ModelConfig,
+    dtype: torch.dtype,
+    tp_degree: int,
+    world_size: int,
+    ep_degree: int = 1,
+    expert_grid: Fp8ExpertGrid | None = None,
 ) -> list[NeuronTensor]:
-    """The converted checkpoint as data, in checkpoint order (each MoE layer's rank vectors after its experts)."""
+    """The converted checkpoint as data, in checkpoint order (each MoE layer's rank vectors after its experts;
+    with `expert_grid`, each FP8 stack right after its scale grid)."""
     experts = cfg.n_routed_experts
     if ep_degree > 1 and experts % ep_degree:
         raise ValueError(f"ep_degree={ep_degree} does not divide n_routed_experts={experts}")
@@ -97,7 +115,15 @@ def neuron_tensors(
             continue
         if stack.concat_dim != 0:
             raise ValueError(f"{tensor.name}: NxD stacks concatenate the expert sources by rows")
-        out.append(NeuronTensor(tensor.name, tensor.shape, dtype, Kind.STACKED, stack=stack))
+        if expert_grid is not None:
+            scale = expert_grid.scale_shape(
+                _stack_kind(tensor.name), (tensor.shape[0], tensor.shape[1], tensor.shape[2])
+            )
+            scale_name = expert_scale_key(tensor.name)
+            out.append(NeuronTensor(scale_name, scale, torch.float32, Kind.EXPERT_SCALE, stack=stack, grid=expert_grid))
+        out.append(
+            NeuronTensor(tensor.name, tensor.shape, dtype if expert_grid is None else FP8, Kind.STACKED, stack=stack)
+        )
         if tensor.name.endswith(f"{EXPERTS}.down_proj.weight"):
             for name, kind in _rank_vectors(cfg, layer_and_local(tensor.name)[0], ep_degree):
                 shape = (world_size, experts // ep_degree) if kind == Kind.LOCAL_EXPERTS else (world_size,)
@@ -105,9 +131,14 @@ def neuron_tensors(
     return out
 
 
-def expected_keys(cfg: ModelConfig, ep_degree: int = 1) -> list[str]:
+def _stack_kind(name: str) -> str:
+    return "gate_up" if name.endswith(f"{EXPERTS}.gate_up_proj.weight") else "down"
+
+
+def expected_keys(cfg: ModelConfig, ep_degree: int = 1, expert_grid: Fp8ExpertGrid | None = None) -> list[str]:
     """Every tensor `NeuronDsv3Model` loads from a converted checkpoint (rank keys included)."""
-    return [tensor.name for tensor in neuron_tensors(cfg, torch.float32, 1, max(1, ep_degree), ep_degree)]
+    tensors = neuron_tensors(cfg, torch.float32, 1, max(1, ep_degree), ep_degree, expert_grid)
+    return [tensor.name for tensor in tensors]
 
 
 def required_sources(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -138,9 +169,13 @@ def convert_tensor(tensor: NeuronTensor, box: Box, read: SourceRead) -> torch.Te
     else:
         (e0, e1), *rest = box
         shape = [end - start for start, end in box]
-        values = torch.empty(shape, dtype=tensor.dtype)
+        fp8 = tensor.dtype == FP8  # FP8 bits gathered exactly in fp32, halved at the end
+        values = torch.empty(shape, dtype=torch.float32 if fp8 else tensor.dtype)
+        one_expert = _expert_scales if tensor.kind == Kind.EXPERT_SCALE else _expert
         for e in range(e0, e1):
-            values[e - e0] = _expert(tensor, e, rest, read)
+            values[e - e0] = one_expert(tensor, e, rest, read)
+        if fp8:
+            values = rescale_for_neuron(values)
     return values.to(tensor.dtype).contiguous()
 
 
@@ -152,12 +187,31 @@ def _expert(tensor: NeuronTensor, e: int, box: list[tuple[int, int]], read: Sour
     sources = tensor.stack.source_keys(e)
     width = tensor.shape[2] // len(sources)
     parts = []
+    raw = tensor.dtype == FP8
     for k, name in enumerate(sources):
         low = k * width
         start, end = max(c0, low), min(c1, low + width)
         if start < end:
-            parts.append(read(name, (slice(start - low, end - low), slice(r0, r1))).T)
+            part = read(name, (slice(start - low, end - low), slice(r0, r1)), raw=raw)
+            parts.append((part.float() if raw else part).T)
     return torch.cat(parts, dim=1)
+
+
+def _expert_scales(tensor: NeuronTensor, e: int, box: list[tuple[int, int]], read: SourceRead) -> torch.Tensor:
+    """Expert `e`'s part of a stack's device scale grid, from its sources' whole `weight_scale_inv` grids."""
+    assert tensor.stack is not None
+    assert tensor.grid is not None
+    sources = tensor.stack.source_keys(e)
+    grids = [read(name + SCALE_SUFFIX, (slice(None), slice(None)), raw=True) for name in sources]
+    stack = _stack_kind_of_scale(tensor.name)
+    device_block = tensor.grid.gate_up if stack == "gate_up" else tensor.grid.down
+    out_per_source = tensor.shape[2] * device_block[1] // len(sources)
+    (r0, r1), (c0, c1) = box
+    return expert_scales(grids, device_block, tensor.grid.checkpoint_block, out_per_source, (r0, r1), (c0, c1))
+
+
+def _stack_kind_of_scale(name: str) -> str:
+    return "gate_up" if name.endswith(f"{EXPERTS}.gate_up_proj.scale") else "down"
 
 
 def fp8_block(cfg: ModelConfig, scale_key: str) -> tuple[int, int]:
@@ -190,6 +244,7 @@ def convert_hf_to_neuron_state_dict(state_dict: dict[str, torch.Tensor], config:
         neuron_config.tp_degree,
         neuron_config.world_size,
         ep_degree=neuron_config.moe_ep_degree,
+        expert_grid=config.fp8_expert_grid(),
     )
 
 
@@ -201,21 +256,24 @@ def convert_state_dict(
     world_size: int,
     *,
     ep_degree: int = 1,
+    expert_grid: Fp8ExpertGrid | None = None,
 ) -> dict[str, torch.Tensor]:
-    """`convert_hf_to_neuron_state_dict` with the NxDI settings spelled out."""
+    """`convert_hf_to_neuron_state_dict` with the NxDI settings spelled out (`expert_grid`: FP8 experts)."""
     check_sources(cfg, set(state_dict), "checkpoint")
     scale_keys = [key for key in state_dict if key.endswith(SCALE_SUFFIX)]
     block = fp8_block(cfg, scale_keys[0]) if scale_keys else (1, 1)
 
-    def read(name: str, slices: tuple[slice, ...]) -> torch.Tensor:
+    def read(name: str, slices: tuple[slice, ...], *, raw: bool = False) -> torch.Tensor:
         weight = state_dict[name]
         scale = state_dict.get(name + SCALE_SUFFIX)
-        if scale is not None:
+        if scale is not None and not raw:
             weight = dequantize_fp8_blocks(weight, scale, block, dtype)
         return weight[slices]
 
     check_shapes(cfg, {key: tuple(tensor.shape) for key, tensor in state_dict.items()}, "checkpoint")
-    tensors = neuron_tensors(cfg, dtype, tp_degree, world_size, ep_degree)
+    tensors = neuron_tensors(cfg, dtype, tp_degree, world_size, ep_degree, expert_grid)
+    if expert_grid is not None:
+        check_fp8_experts(tensors, {key: tensor.dtype for key, tensor in state_dict.items()}, "checkpoint")
     converted = {}
     for tensor in tensors:
         converted[tensor.name] = convert_tensor(tensor, tuple((0, size) for size in tensor.shape), read)
@@ -225,6 +283,20 @@ def convert_state_dict(
     state_dict.clear()  # what is left: MTP layers, not part of the causal LM
     state_dict.update(converted)
     return state_dict
+
+
+def check_fp8_experts(tensors: list[NeuronTensor], dtypes: dict[str, torch.dtype], origin: str) -> None:
+    """Every routed-expert source of an FP8 stack stored as `float8_e4m3fn` with its block scales."""
+    for tensor in tensors:
+        if tensor.kind != Kind.STACKED or tensor.dtype != FP8:
+            continue
+        for key in tensor.source_keys():
+            if dtypes[key] != FP8 or key + SCALE_SUFFIX not in dtypes:
+                raise CheckpointError(
+                    f"{origin} tensor {key} is {dtypes[key]}{'' if key + SCALE_SUFFIX in dtypes else ' without scales'}"
+                    f": FP8 routed experts need float8_e4m3fn weights with {SCALE_SUFFIX}; hold them in BF16 "
+                    "(NeuronConfig dsv3_expert_weights='bf16', dsv3 shard --expert-weights bf16)"
+                )
 
 
 def layer_index(key: str) -> int:
