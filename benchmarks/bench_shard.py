@@ -59,7 +59,7 @@ def job_nxdi_in_memory(src: Path, dst: Path) -> None:
 
     from dsv3_model.nxdi_checkpoint.per_rank_files import WEIGHTS_DIR, rank_file_name
     from dsv3_model.nxdi_checkpoint.shard_plan import NxdiRanks, nxdi_shard_plan
-    from dsv3_model.nxdi_checkpoint.state_dict import convert_state_dict
+    from dsv3_model.nxdi_checkpoint.state_dict import NeuronTarget, convert_state_dict
     from dsv3_weights import CheckpointReader
     from dsv3_weights.sharding import shard_tensor
 
@@ -67,7 +67,7 @@ def job_nxdi_in_memory(src: Path, dst: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for path in sorted(src.glob("*.safetensors")):  # NxDI's load_state_dict: every file, `model.` stripped
         state.update({key.removeprefix("model."): value for key, value in load_file(path).items()})
-    converted = convert_state_dict(state, cfg, torch.bfloat16, TP, TP)
+    converted = convert_state_dict(state, cfg, NeuronTarget(torch.bfloat16, TP, TP))
     plan = nxdi_shard_plan(cfg)
     (dst / WEIGHTS_DIR).mkdir(parents=True)
     for rank in range(TP):  # NxD shard_checkpoint: a sharded copy per rank, then save_file

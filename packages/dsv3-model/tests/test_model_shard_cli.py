@@ -26,7 +26,7 @@ from dsv3_config import ModelConfig, preset
 from dsv3_config.inventory.fp8_experts import fp8_expert_grid
 from dsv3_model.cli.main import main
 from dsv3_model.nxdi_checkpoint import per_rank_files
-from dsv3_model.nxdi_checkpoint.state_dict import convert_state_dict, expected_keys
+from dsv3_model.nxdi_checkpoint.state_dict import NeuronTarget, convert_state_dict, expected_keys
 from dsv3_weights import CheckpointReader, dequantize_fp8_blocks, make_checkpoint
 
 TP = 2
@@ -191,7 +191,7 @@ def test_rank_files_hold_their_slices_of_the_converted_checkpoint(
     reference = _reference(cfg, hf, DTYPES[dtype], tp, ep, fp8)
     grid = fp8_expert_grid(cfg, tp // ep) if fp8 else None
     assert sorted(expected_keys(cfg, ep, grid)) == sorted(reference)
-    in_memory = convert_state_dict(dict(hf), cfg, DTYPES[dtype], tp, tp, ep_degree=ep, expert_grid=grid)
+    in_memory = convert_state_dict(dict(hf), cfg, NeuronTarget(DTYPES[dtype], tp, tp, ep, grid))
     assert set(in_memory) == set(reference)
     for key, full in reference.items():
         assert in_memory[key].dtype == full.dtype, key

@@ -20,7 +20,7 @@ import torch
 from dsv3_config import ModelConfig, preset
 from dsv3_config.inventory.fp8_experts import fp8_expert_grid, fp8_expert_scales_per_rank
 from dsv3_model.nxdi_checkpoint.fp8_experts import FP8, rescale_for_neuron
-from dsv3_model.nxdi_checkpoint.state_dict import SCALE_SUFFIX, Kind, convert_tensor, neuron_tensors
+from dsv3_model.nxdi_checkpoint.state_dict import SCALE_SUFFIX, Kind, NeuronTarget, convert_tensor, neuron_tensors
 from dsv3_weights.fp8 import dequantize_fp8_blocks, quantize_fp8_blocks
 
 
@@ -60,7 +60,8 @@ def test_converted_stacks_dequantize_to_the_checkpoint(name: str, cfg: ModelConf
     assert cfg.quantization_config is not None
     block = cfg.quantization_config.weight_block_size
     grid = fp8_expert_grid(cfg, moe_tp)
-    tensors = [t for t in neuron_tensors(cfg, torch.bfloat16, 1, 1, 1, grid) if t.name.startswith("layers.1.")]
+    layer_1 = neuron_tensors(cfg, NeuronTarget(torch.bfloat16, 1, 1, 1, grid))
+    tensors = [t for t in layer_1 if t.name.startswith("layers.1.")]
     by_name = {t.name: t for t in tensors}
     stacks = [t for t in tensors if t.kind == Kind.STACKED]
     generator = torch.Generator().manual_seed(3)

@@ -18,17 +18,20 @@ from dsv3_rope import (
     yarn_linear_ramp,
 )
 
-V3_YARN = YarnScaling.model_validate(
-    {
-        "type": "yarn",
-        "factor": 40,
-        "original_max_position_embeddings": 4096,
-        "beta_fast": 32,
-        "beta_slow": 1,
-        "mscale": 1.0,
-        "mscale_all_dim": 1.0,
-    }
-)
+
+def _published_v3_yarn() -> YarnScaling:
+    """DeepSeek-V3's YaRN block as its shipped config.json has it (the hand-derived values below are for it)."""
+    scaling = preset("deepseek-v3").rope_scaling
+    assert isinstance(scaling, YarnScaling)
+    return scaling
+
+
+V3_YARN = _published_v3_yarn()
+
+
+def test_the_published_block_has_the_numbers_the_derivations_use() -> None:
+    got = (V3_YARN.factor, V3_YARN.original_max_position_embeddings, V3_YARN.beta_fast, V3_YARN.beta_slow)
+    assert (*got, V3_YARN.mscale, V3_YARN.mscale_all_dim) == (40, 4096, 32, 1, 1.0, 1.0)
 
 
 def test_v3_correction_range_is_10_to_23() -> None:

@@ -46,6 +46,7 @@ from dsv3_model.nxdi_checkpoint.shard_plan import NxdiRanks, nxdi_shard_plan
 from dsv3_model.nxdi_checkpoint.state_dict import (
     SCALE_SUFFIX,
     Box,
+    NeuronTarget,
     NeuronTensor,
     SourceRead,
     check_fp8_experts,
@@ -95,7 +96,7 @@ def write_per_rank_files(
         hf_key = {key.removeprefix(HF_MODEL_PREFIX): key for key in reader}
         weights = default_weight_format(cfg) if expert_weights is None else expert_weights
         grid = _expert_grid(cfg, weights, ranks.moe_tp)
-        tensors = neuron_tensors(cfg, dtype, tp_degree, tp_degree, ep_degree, grid)  # shapes checked by check_source
+        tensors = neuron_tensors(cfg, NeuronTarget(dtype, tp_degree, tp_degree, ep_degree, grid))  # shapes checked
         if grid is not None:
             check_fp8_experts(
                 tensors, {key.removeprefix(HF_MODEL_PREFIX): reader.dtype(key) for key in reader}, str(src)

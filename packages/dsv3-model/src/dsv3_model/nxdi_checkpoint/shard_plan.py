@@ -21,12 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from dsv3_config import MeshCoordinate, ModelConfig, ShardPlan, Split
 from dsv3_config.inventory.fp8_experts import Fp8ExpertGrid
 from dsv3_model.nxdi_checkpoint.key_map import EXPERT_SCALE_KEYS, EXPERT_STACK_KEYS, expert_scale_key, nxdi_tensors
-from dsv3_model.nxdi_checkpoint.state_dict import Kind, neuron_tensors
+from dsv3_model.nxdi_checkpoint.state_dict import Kind, NeuronTarget, neuron_tensors
 
 TP_VECTOR = (Split(dim=0, mesh_axis="tp"),)
 # NxD groups 32 contiguous ranks differently on trn2 once 64 ranks run at logical core size 2 (its
@@ -76,6 +74,6 @@ def nxdi_shard_plan(cfg: ModelConfig, ep_degree: int = 1, expert_grid: Fp8Expert
     plan: ShardPlan = {tensor.name: tensor.placement for tensor in nxdi_tensors(cfg)}
     if expert_grid is not None:
         plan.update({expert_scale_key(name): plan[name] for name in list(plan) if name.endswith(EXPERT_STACK_KEYS)})
-    vectors = neuron_tensors(cfg, torch.float32, 1, max(1, ep_degree), ep_degree)
+    vectors = neuron_tensors(cfg, NeuronTarget.for_keys(ep_degree))
     plan.update({tensor.name: TP_VECTOR for tensor in vectors if tensor.kind not in (Kind.COPY, Kind.STACKED)})
     return plan

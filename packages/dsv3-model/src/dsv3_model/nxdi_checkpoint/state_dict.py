@@ -92,16 +92,29 @@ def _rank_vectors(cfg: ModelConfig, layer: int, ep_degree: int) -> list[tuple[st
     return out
 
 
-def neuron_tensors(
-    cfg: ModelConfig,
-    dtype: torch.dtype,
-    tp_degree: int,
-    world_size: int,
-    ep_degree: int = 1,
-    expert_grid: Fp8ExpertGrid | None = None,
-) -> list[NeuronTensor]:
+@dataclass(frozen=True)
+class NeuronTarget:
+    """What a conversion is for: the NxDI dtype (`torch_dtype`), the mesh (tp degree, world size, expert
+    parallel degree) and, with `expert_grid`, routed experts kept FP8 on that grid."""
+
+    dtype: torch.dtype
+    tp_degree: int
+    world_size: int
+    ep_degree: int = 1
+    expert_grid: Fp8ExpertGrid | None = None
+
+    @classmethod
+    def for_keys(cls, ep_degree: int = 1, expert_grid: Fp8ExpertGrid | None = None) -> NeuronTarget:
+        """A target whose tensor names and kinds are those of every mesh with this `ep_degree` (dtype and
+        shapes aside): for key listings and placements."""
+        return cls(torch.float32, 1, max(1, ep_degree), ep_degree, expert_grid)
+
+
+def neuron_tensors(cfg: ModelConfig, target: NeuronTarget) -> list[NeuronTensor]:
     """The converted checkpoint as data, in checkpoint order (each MoE layer's rank vectors after its experts;
-    with `expert_grid`, each FP8 stack right after its scale grid)."""
+    with an expert grid, each FP8 stack right after its scale grid)."""
+    dtype, tp_degree, world_size = target.dtype, target.tp_degree, target.world_size
+    ep_degree, expert_grid = target.ep_degree, target.expert_grid
     experts = cfg.n_routed_experts
     if ep_degree > 1 and experts % ep_degree:
         raise ValueError(f"ep_degree={ep_degree} does not divide n_routed_experts={experts}")
@@ -137,8 +150,7 @@ def _stack_kind(name: str) -> str:
 
 def expected_keys(cfg: ModelConfig, ep_degree: int = 1, expert_grid: Fp8ExpertGrid | None = None) -> list[str]:
     """Every tensor `NeuronDsv3Model` loads from a converted checkpoint (rank keys included)."""
-    tensors = neuron_tensors(cfg, torch.float32, 1, max(1, ep_degree), ep_degree, expert_grid)
-    return [tensor.name for tensor in tensors]
+    return [tensor.name for tensor in neuron_tensors(cfg, NeuronTarget.for_keys(ep_degree, expert_grid))]
 
 
 def required_sources(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -237,28 +249,21 @@ def convert_hf_to_neuron_state_dict(state_dict: dict[str, torch.Tensor], config:
     """Convert in place (and return) an HF DeepSeek state dict with `model.` already stripped."""
     cfg: ModelConfig = config.model_config()
     neuron_config = config.neuron_config
-    return convert_state_dict(
-        state_dict,
-        cfg,
+    target = NeuronTarget(
         neuron_config.torch_dtype,
         neuron_config.tp_degree,
         neuron_config.world_size,
-        ep_degree=neuron_config.moe_ep_degree,
-        expert_grid=config.fp8_expert_grid(),
+        neuron_config.moe_ep_degree,
+        config.fp8_expert_grid(),
     )
+    return convert_state_dict(state_dict, cfg, target)
 
 
 def convert_state_dict(
-    state_dict: dict[str, torch.Tensor],
-    cfg: ModelConfig,
-    dtype: torch.dtype,
-    tp_degree: int,
-    world_size: int,
-    *,
-    ep_degree: int = 1,
-    expert_grid: Fp8ExpertGrid | None = None,
+    state_dict: dict[str, torch.Tensor], cfg: ModelConfig, target: NeuronTarget
 ) -> dict[str, torch.Tensor]:
-    """`convert_hf_to_neuron_state_dict` with the NxDI settings spelled out (`expert_grid`: FP8 experts)."""
+    """`convert_hf_to_neuron_state_dict` with the NxDI settings spelled out as a `NeuronTarget`."""
+    dtype, expert_grid = target.dtype, target.expert_grid
     check_sources(cfg, set(state_dict), "checkpoint")
     scale_keys = [key for key in state_dict if key.endswith(SCALE_SUFFIX)]
     block = fp8_block(cfg, scale_keys[0]) if scale_keys else (1, 1)
@@ -271,7 +276,7 @@ def convert_state_dict(
         return weight[slices]
 
     check_shapes(cfg, {key: tuple(tensor.shape) for key, tensor in state_dict.items()}, "checkpoint")
-    tensors = neuron_tensors(cfg, dtype, tp_degree, world_size, ep_degree, expert_grid)
+    tensors = neuron_tensors(cfg, target)
     if expert_grid is not None:
         check_fp8_experts(tensors, {key: tensor.dtype for key, tensor in state_dict.items()}, "checkpoint")
     converted = {}
