@@ -39,14 +39,14 @@ MAX_COPIES = 64
 _packed_won: dict[tuple[object, ...], bool] = {}  # per process: (N, K, dtype, bias, threads) -> packed faster
 
 
+def packable(weight: torch.Tensor) -> bool:
+    """Static facts only: a CPU weight in fp32/bf16, and oneDNN present (for layers and expert stacks)."""
+    return weight.device.type == "cpu" and weight.dtype in PACKABLE_DTYPES and torch.backends.mkldnn.is_available()
+
+
 def packing_applies(linear: nn.Module) -> bool:
-    """Static facts only: a plain `nn.Linear` on CPU in fp32/bf16, oneDNN present."""
-    return (
-        type(linear) is nn.Linear
-        and linear.weight.device.type == "cpu"
-        and linear.weight.dtype in PACKABLE_DTYPES
-        and torch.backends.mkldnn.is_available()
-    )
+    """A plain `nn.Linear` with a packable weight."""
+    return type(linear) is nn.Linear and packable(linear.weight)
 
 
 def pack_weight(weight_NK: torch.Tensor) -> torch.Tensor:
@@ -77,12 +77,15 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias_N is not None}"
 
 
-def faster_linear(linear: nn.Module) -> nn.Module:
+def faster_linear(linear: nn.Module, *, measure: bool = True) -> nn.Module:
     """`PackedLinear(linear)` where packing applies and measured faster for this shape and dtype (measured
-    once per process and shape, on the first layer of that shape, at `TIMED_ROWS` rows); else `linear`."""
+    once per process and shape, on the first layer of that shape, at `TIMED_ROWS` rows); else `linear`.
+    `measure=False` packs wherever packing applies (for tests and benchmarks of the one form)."""
     if not packing_applies(linear):
         return linear
     assert isinstance(linear, nn.Linear)
+    if not measure:
+        return PackedLinear(linear)
     key = (
         linear.out_features,
         linear.in_features,

@@ -21,12 +21,10 @@ from typing import Literal
 from torch import nn
 
 from dsv3_blocks.packed_linear import PackedLinear, faster_linear
-from dsv3_blocks.packed_linear import packing_applies as linear_packs
 from dsv3_mla import MATRIX_READ_PROJECTIONS
 from dsv3_model.causal_lm import DeepseekForCausalLM
 from dsv3_moe import GroupedExperts
 from dsv3_moe.packed_experts import PackedExperts, faster_experts
-from dsv3_moe.packed_experts import packing_applies as experts_pack
 
 KernelChoice = Literal["measured", "reference"]
 KERNEL_CHOICES: tuple[KernelChoice, ...] = ("measured", "reference")
@@ -53,11 +51,9 @@ def swap_measured_kernels(
             if any(child is kept for kept in keep):
                 continue
             if type(child) is nn.Linear and name not in MATRIX_READ_PROJECTIONS:
-                replacement = PackedLinear(child) if everywhere and linear_packs(child) else faster_linear(child)
+                replacement = faster_linear(child, measure=not everywhere)
             elif type(child) is GroupedExperts:
-                replacement = (
-                    PackedExperts(child) if everywhere and experts_pack(child) else faster_experts(child, top_k)
-                )
+                replacement = faster_experts(child, top_k, measure=not everywhere)
             else:
                 continue
             setattr(parent, name, replacement)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dsv3_blocks.packed_linear import PACKABLE_DTYPES, pack_weight, packed_product
+from dsv3_blocks.packed_linear import pack_weight, packable, packed_product
 from dsv3_blocks.timing import fastest
 from dsv3_moe.eager_choice import expert_loop
 from dsv3_moe.experts import GroupedExperts, local_pairs
@@ -60,27 +60,26 @@ class PackedExperts(nn.Module):
 
 
 def packing_applies(experts: nn.Module) -> bool:
-    """Static facts only: `GroupedExperts` on CPU in fp32/bf16, oneDNN present."""
-    return (
-        type(experts) is GroupedExperts
-        and experts.gate_up_proj.device.type == "cpu"
-        and experts.gate_up_proj.dtype in PACKABLE_DTYPES
-        and torch.backends.mkldnn.is_available()
-    )
+    """A `GroupedExperts` with packable stacks (`dsv3_blocks.packed_linear.packable`)."""
+    return type(experts) is GroupedExperts and packable(experts.gate_up_proj)
 
 
-def faster_experts(experts: nn.Module, top_k: int) -> nn.Module:
+def faster_experts(experts: nn.Module, top_k: int, *, measure: bool = True) -> nn.Module:
     """`PackedExperts(experts)` where packing applies and, timed on these very experts with random routing
     at `TIMED_TOKENS` tokens, it beat the module's own eager computation; else `experts` (measured once per
-    process and kind of stack)."""
+    process and kind of stack, so later layers of a kind that lost are not packed at all). `measure=False`
+    packs wherever packing applies (for tests and benchmarks of the one form)."""
     if not packing_applies(experts):
         return experts
     assert isinstance(experts, GroupedExperts)
+    if not measure:
+        return PackedExperts(experts)
     stack = experts.gate_up_proj
     key = (tuple(stack.shape), tuple(experts.down_proj.shape), stack.dtype, top_k, torch.get_num_threads())
+    if key in _packed_won:
+        return PackedExperts(experts) if _packed_won[key] else experts
     packed = PackedExperts(experts)
-    if key not in _packed_won:
-        _packed_won[key] = all(_packed_faster(experts, packed, top_k, tokens) for tokens in TIMED_TOKENS)
+    _packed_won[key] = all(_packed_faster(experts, packed, top_k, tokens) for tokens in TIMED_TOKENS)
     return packed if _packed_won[key] else experts
 
 
