@@ -145,7 +145,8 @@ def neuron_tensors(cfg: ModelConfig, target: NeuronTarget) -> list[NeuronTensor]
 
 
 def _stack_kind(name: str) -> str:
-    return "gate_up" if name.endswith(f"{EXPERTS}.gate_up_proj.weight") else "down"
+    """"gate_up" or "down": which routed-expert stack a stack key or its scale key belongs to."""
+    return "gate_up" if f"{EXPERTS}.gate_up_proj." in name else "down"
 
 
 def expected_keys(cfg: ModelConfig, ep_degree: int = 1, expert_grid: Fp8ExpertGrid | None = None) -> list[str]:
@@ -215,15 +216,11 @@ def _expert_scales(tensor: NeuronTensor, e: int, box: list[tuple[int, int]], rea
     assert tensor.grid is not None
     sources = tensor.stack.source_keys(e)
     grids = [read(name + SCALE_SUFFIX, (slice(None), slice(None)), raw=True) for name in sources]
-    stack = _stack_kind_of_scale(tensor.name)
+    stack = _stack_kind(tensor.name)
     device_block = tensor.grid.gate_up if stack == "gate_up" else tensor.grid.down
     out_per_source = tensor.shape[2] * device_block[1] // len(sources)
     (r0, r1), (c0, c1) = box
     return expert_scales(grids, device_block, tensor.grid.checkpoint_block, out_per_source, (r0, r1), (c0, c1))
-
-
-def _stack_kind_of_scale(name: str) -> str:
-    return "gate_up" if name.endswith(f"{EXPERTS}.gate_up_proj.scale") else "down"
 
 
 def fp8_block(cfg: ModelConfig, scale_key: str) -> tuple[int, int]:
