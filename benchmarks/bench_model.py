@@ -12,7 +12,9 @@ by default: `random_causal_lm`'s measured CPU kernels, `dsv3_model.cpu_kernels`,
 `"auto"`: the path it took is printed and recorded as `default_compiled` 0/1; it reads the decode-choice
 record that `ours-compiled` wrote into this bench's own cache folder, `DSV3_CACHE_DIR`), and
 `ours-fp8-resident` (an FP8 checkpoint of the medium preset loaded with `weights="fp8-resident"`,
-defaults). Decode tokens/s is 1 / the median of the per-step times of two greedy generations (each step
+defaults), and `ours-fp8-compiled` (the same, `kernels="reference"`, compiled decode step: the FP8 bytes
+decoded inside the fused one-row products, `dsv3_model.row_products`). Decode tokens/s is 1 / the median
+of the per-step times of two greedy generations (each step
 timed on its own: ours by `generate` (`GenerationResult.step_seconds`), transformers between two calls of
 a logits processor), so a neighbour's burst on this shared host moves a few steps, not the result;
 prefill is the median of three.
@@ -52,13 +54,20 @@ from _common import (
 )
 
 BENCH = "model"
-IMPLS = ("ours", "ours-compiled", "ours-default", "ours-fp8-resident", "transformers")
-COMPILE_CHOICE = {"ours": False, "ours-compiled": True, "ours-default": "auto", "ours-fp8-resident": "auto"}
+IMPLS = ("ours", "ours-compiled", "ours-default", "ours-fp8-resident", "ours-fp8-compiled", "transformers")
+COMPILE_CHOICE = {
+    "ours": False,
+    "ours-compiled": True,
+    "ours-default": "auto",
+    "ours-fp8-resident": "auto",
+    "ours-fp8-compiled": True,
+}
 KERNELS = {
     "ours": "reference",
     "ours-compiled": "reference",
     "ours-default": "measured",
     "ours-fp8-resident": "measured",
+    "ours-fp8-compiled": "reference",
 }
 
 
@@ -67,9 +76,9 @@ def _models(dtype: torch.dtype, impl: str, fp8_dir: str | None):
     from dsv3_model.loading import load_causal_lm, random_causal_lm
 
     cfg = preset("medium")
-    if impl == "ours-fp8-resident":
+    if impl.startswith("ours-fp8"):
         if fp8_dir is None:
-            raise ValueError("ours-fp8-resident needs the FP8 checkpoint directory")
+            raise ValueError(f"{impl} needs the FP8 checkpoint directory")
         model = load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False, weights="fp8-resident", kernels=KERNELS[impl])
     elif impl.startswith("ours"):  # the default loads the measured kernels; eager and compiled the plain ones
         model = random_causal_lm("medium", seed=0, dtype=dtype, kernels=KERNELS[impl])
@@ -84,7 +93,7 @@ def _weight_bytes_per_token(cfg: Any, activated: int, dtype: torch.dtype, impl: 
     """Weights read per decoded token: every activated parameter once in the model dtype; with FP8
     resident the quantized ones at 1 byte (the lm_head, which checkpoints keep unquantized and which
     dominates the rest of what stays dense, still in the model dtype)."""
-    if impl != "ours-fp8-resident":
+    if not impl.startswith("ours-fp8"):
         return activated * dtype.itemsize
     lm_head = cfg.vocab_size * cfg.hidden_size
     return (activated - lm_head) * 1 + lm_head * dtype.itemsize
@@ -128,7 +137,7 @@ def run_one(impl: str, dtype_name: str, prompt_len: int, new_tokens: int, fp8_di
                 cache_bytes = heads * (cfg.qk_head_dim + cfg.v_head_dim) * cfg.num_hidden_layers * dtype.itemsize
         prefill_s = median_seconds(prefill, repeats=3)
         warmup = decode_steps()  # compiles ours-compiled's step: its first step is the compile
-        if impl == "ours-compiled":
+        if COMPILE_CHOICE.get(impl) is True:
             extra["compile_s"] = warmup[0] - statistics.median(warmup[1:])
         decode_s = statistics.median(decode_steps() + decode_steps())
     weight_bytes_per_token = _weight_bytes_per_token(cfg, counts.activated, dtype, impl)

@@ -29,15 +29,15 @@ def tiny_model(name: str) -> DeepseekForCausalLM:
     return model
 
 
-def decode_logits(model: DeepseekForCausalLM, step_fn) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """Padded prefill of PROMPTS (eager), then STEPS greedy steps through `step_fn`; logits [B, STEPS, V]."""
-    lengths_B = torch.tensor([len(p) for p in PROMPTS])
-    ids_BP = torch.zeros(len(PROMPTS), int(lengths_B.max()), dtype=torch.int64)
-    for row, prompt in enumerate(PROMPTS):
+def decode_logits(model: DeepseekForCausalLM, step_fn, prompts=PROMPTS) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Padded prefill of `prompts` (eager), then STEPS greedy steps through `step_fn`; logits [B, STEPS, V]."""
+    lengths_B = torch.tensor([len(p) for p in prompts])
+    ids_BP = torch.zeros(len(prompts), int(lengths_B.max()), dtype=torch.int64)
+    for row, prompt in enumerate(prompts):
         ids_BP[row, : len(prompt)] = torch.tensor(prompt)
-    caches = model.new_cache(len(PROMPTS), ids_BP.shape[1] + STEPS)
+    caches = model.new_cache(len(prompts), ids_BP.shape[1] + STEPS)
     logits_BPV = model(ids_BP, torch.arange(ids_BP.shape[1]).expand_as(ids_BP), caches, lengths_B)
-    logits_BV = logits_BPV[torch.arange(len(PROMPTS)), lengths_B - 1]
+    logits_BV = logits_BPV[torch.arange(len(prompts)), lengths_B - 1]
     positions_B, steps = lengths_B.clone(), []
     for _ in range(STEPS):
         logits_BV = step_fn(logits_BV.argmax(dim=-1), positions_B, caches)
@@ -47,23 +47,27 @@ def decode_logits(model: DeepseekForCausalLM, step_fn) -> torch.Tensor:  # type:
 
 
 @pytest.mark.slow  # compiles (about 20-40 s each on 2 cores)
+@pytest.mark.parametrize("rows", [2, 1])
 @pytest.mark.parametrize("name", ["tiny", "v2-lite-like"])
 @torch.inference_mode()
-def test_compiled_decode_compiles_once_and_matches_eager(name: str) -> None:
-    model = tiny_model(name)
+def test_compiled_decode_compiles_once_and_matches_eager(name: str, rows: int) -> None:
+    """Two rows: inductor's own layer products; one row: every product a fused reduction (`row_products`)."""
+    model, prompts = tiny_model(name), PROMPTS[:rows]
 
     def eager(next_B: torch.Tensor, positions_B: torch.Tensor, caches: list) -> torch.Tensor:  # type: ignore[type-arg]
         return model(next_B[:, None], positions_B[:, None], caches, torch.ones_like(positions_B))[:, 0]
 
-    want = decode_logits(model, eager)
+    want = decode_logits(model, eager, prompts)
     torch._dynamo.reset()
     counters = torch._dynamo.utils.counters
     counters.clear()
     with torch._dynamo.config.patch(error_on_recompile=True):
-        got = decode_logits(model, CompiledDecodeStep(model))
+        got = decode_logits(model, CompiledDecodeStep(model), prompts)
     assert not counters["graph_break"]
     assert counters["stats"]["unique_graphs"] == 1
     assert not counters["recompiles"]
+    if rows == 1:  # (with two rows, one-row products remain too: attention's per-head matrices)
+        assert counters["inductor"]["dsv3_row_products"] > 0
     assert float(want.abs().max()) > 0.1  # non-trivial logits
     torch.testing.assert_close(got, want, rtol=0, atol=TOL)
 

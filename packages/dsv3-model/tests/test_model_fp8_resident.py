@@ -90,9 +90,12 @@ def test_quantized_weights_stay_fp8_and_dequantize_per_block(fp8_dir):
     gate_up, got_down = moe.experts.expert_weights(3)
     assert torch.equal(gate_up, torch.cat([gate, up]).to(torch.bfloat16))
     assert torch.equal(got_down, down.to(torch.bfloat16))
-    traced_gate_up, traced_down = moe.experts.dequantized_stacks()  # the compiled form's values
-    assert torch.equal(traced_gate_up[3], gate_up)
-    assert torch.equal(traced_down[3], got_down)
+    traced_gate_up, traced_down = moe.experts.dequantized_stacks()  # the compiled form's values, held in fp32
+    assert torch.equal(traced_gate_up[3], gate_up.float())
+    assert torch.equal(traced_down[3], got_down.float())
+    chosen_gate_up, chosen_down = moe.experts.dequantized_stacks(torch.tensor([3, 0]))  # a decode step's form
+    assert torch.equal(chosen_gate_up[0], gate_up.float())
+    assert torch.equal(chosen_down[0], got_down.float())
     layer = attention.kv_a_proj_with_mqa
     assert torch.equal(dequantize_traceable(layer.weight, layer.weight_scale_inv, block, torch.float32), want)
 
@@ -137,16 +140,18 @@ def test_cli_refuses_fp8_resident_without_an_fp8_checkpoint(bf16_dir, capsys):
     assert "is not an FP8 checkpoint" in capsys.readouterr().err.splitlines()[-1]
 
 
-@pytest.mark.slow  # compiles (about 20-40 s on 2 cores)
-def test_compiled_decode_of_the_resident_model_matches_its_eager_decode(fp8_dir):
+@pytest.mark.slow  # compiles (about 20-40 s each on 2 cores)
+@pytest.mark.parametrize("prompts", [[IDS[:5], IDS[:9]], [IDS[:9]]], ids=["two-rows", "one-row"])
+def test_compiled_decode_of_the_resident_model_matches_its_eager_decode(fp8_dir, prompts):
     """Under torch.compile the FP8 parts dequantize traceably (the same values, test above): one graph,
-    the eager tokens, logits within 1e-5 (inductor may fuse the products' order)."""
+    the eager tokens, logits within 1e-5 (inductor may fuse the products' order). One row: the FP8 bytes
+    decoded inside fused reductions (`dsv3_model.row_products`), only the chosen experts gathered."""
     import torch._dynamo
 
     model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, weights="fp8-resident", kernels="reference")
     torch._dynamo.reset()
-    eager = generate(model, [IDS[:5], IDS[:9]], 8, keep_logits=True, compile_decode=False)
-    compiled = generate(model, [IDS[:5], IDS[:9]], 8, keep_logits=True, compile_decode=True)
+    eager = generate(model, prompts, 8, keep_logits=True, compile_decode=False)
+    compiled = generate(model, prompts, 8, keep_logits=True, compile_decode=True)
     assert compiled.decode_path == "compiled"
     assert compiled.tokens == eager.tokens
     assert compiled.step_logits_BNV is not None

@@ -134,3 +134,35 @@ def test_nan_free_decode_matches_the_scalar_cast_on_a_large_random_tensor() -> N
     weight, scale = random_fp8((300, 700), (128, 128), seed=3)
     want = loop_dequantize(weight, scale, (128, 128)).to(torch.bfloat16)
     assert torch.equal(dequantize_fp8_blocks(weight, scale, (128, 128)), want)
+
+
+def test_traceable_fp8_values_equal_torchs_conversion_bit_for_bit():
+    """Every one of the 256 e4m3 codes, eagerly and compiled (the form a compiled step fuses); the two NaN
+    codes are the documented exception (they decode to +-480; checkpoints with NaN are refused on read)."""
+    from dsv3_weights.fp8 import fp8_values_traceable
+
+    codes = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn)
+    want = codes.float()
+    finite = ~torch.isnan(want)
+    assert int(finite.sum()) == 254
+    for decode in (fp8_values_traceable, torch.compile(fp8_values_traceable, dynamic=False)):
+        got = decode(codes)
+        assert torch.equal(got[finite].view(torch.int32), want[finite].view(torch.int32))  # signed zeros too
+        assert torch.equal(got[~finite], torch.tensor([480.0, -480.0]))
+
+
+def test_rounding_to_bf16_in_fp32_equals_the_conversion():
+    """Ties (even and odd), values next to a power of two, subnormals, negatives, large finite values."""
+    from dsv3_weights.fp8 import round_values_traceable
+
+    generator = torch.Generator().manual_seed(0)
+    bits = torch.randint(-(2**31), 2**31 - 1, (200_000,), generator=generator, dtype=torch.int64).to(torch.int32)
+    values = bits.view(torch.float32)
+    edges = [0x3F808000, 0x3F818000, 0x3F7FFFFF, 0x00008000, 0x80018000 - 2**32, 0x7F7F7FFF]
+    ties = torch.tensor(edges).to(torch.int32)
+    values = torch.cat([values[torch.isfinite(values)], ties.view(torch.float32)])
+    want = values.to(torch.bfloat16).float()
+    finite = torch.isfinite(want)  # values that round up past the largest bf16 become inf in both
+    got = round_values_traceable(values, torch.bfloat16)
+    assert torch.equal(got[finite].view(torch.int32), want[finite].view(torch.int32))
+    assert torch.equal(round_values_traceable(values, torch.float32), values)

@@ -24,6 +24,7 @@ from dsv3_config import LayerKind, ModelConfig
 from dsv3_mla import LatentCache, MultiHeadLatentAttention
 from dsv3_model.decoder_layer import DecoderLayer, MultiTokenPredictionLayer
 from dsv3_model.parts import PLAIN_PARTS, ModelParts
+from dsv3_model.row_products import row_products_backend
 from dsv3_moe import SwiGLUMLP, build_deepseek_moe
 
 
@@ -147,7 +148,13 @@ class DeepseekForCausalLM(nn.Module):
         Why it is kept here: dynamo's compiled graphs hang off `step`'s code object, guarded by the
         `torch.compile` call that made them, so a fresh `torch.compile` per `generate` call compiles the
         whole model again. One wrapper per model reuses its graphs for every call of the same shapes
-        (batch size and cache length); a new shape compiles once more."""
+        (batch size and cache length); a new shape compiles once more.
+
+        On a CPU (and no `mode`), one-row products compile to fused reductions (`dsv3_model.row_products`)."""
         if mode not in self._compiled_steps:
-            self._compiled_steps[mode] = torch.compile(self.step, fullgraph=True, dynamic=False, mode=mode)
+            on_cpu = self.model.norm.weight.device.type == "cpu" and mode is None
+            backend = row_products_backend if on_cpu else "inductor"
+            self._compiled_steps[mode] = torch.compile(
+                self.step, fullgraph=True, dynamic=False, mode=mode, backend=backend
+            )
         return self._compiled_steps[mode]

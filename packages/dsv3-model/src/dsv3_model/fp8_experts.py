@@ -8,8 +8,8 @@ grid, also when I is not a multiple of the block) and `down_proj_scale_inv` [E, 
 Computation: eagerly, dsv3-moe's active-expert loop (`expert_loop`) over weights dequantized per active
 expert with `dequantize_fp8_blocks` (the loader's function), so the result equals a dequantized model
 running that loop bit for bit and idle experts are never touched. Under a compiler or autograd, the
-static form (`static_swiglu`) over every local expert dequantized traceably (same values; no memory
-saving while it runs, only at rest).
+static form (`static_swiglu`) over the experts dequantized traceably (same values): in a decode step only
+the chosen experts, gathered in FP8 first; with more pairs than experts, every expert.
 
 Shape legend: T tokens, H hidden, K experts per token, E experts, I intermediate, G scale grid sizes.
 """
@@ -21,7 +21,7 @@ import torch
 from dsv3_model.fp8_module import Fp8Module
 from dsv3_moe import ExpertOperands, static_swiglu
 from dsv3_moe.eager_choice import expert_loop
-from dsv3_weights.fp8 import dequantize_fp8_blocks, dequantize_traceable, scale_grid
+from dsv3_weights.fp8 import dequantize_fp8_blocks, dequantize_rows_traceable_f32, dequantize_traceable_f32, scale_grid
 
 
 class Fp8GroupedExperts(Fp8Module):
@@ -46,8 +46,7 @@ class Fp8GroupedExperts(Fp8Module):
         if hidden_TH.shape[0] == 0:
             return hidden_TH.new_zeros(hidden_TH.shape)
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and hidden_TH.requires_grad):
-            gate_up_EXH, down_EHI = self.dequantized_stacks()
-            out_TH = static_swiglu(ExpertOperands(hidden_TH, topk_idx_TK, weight_TK, gate_up_EXH, down_EHI))
+            out_TH = static_swiglu(self.static_operands(hidden_TH.float(), topk_idx_TK, weight_TK))
         else:
             out_TH = expert_loop(hidden_TH, topk_idx_TK, weight_TK, self.num_experts, self.expert_weights)
         return out_TH.to(hidden_TH.dtype)
@@ -68,21 +67,35 @@ class Fp8GroupedExperts(Fp8Module):
         down_HI = dequantize_fp8_blocks(self.down_proj[expert], self.down_proj_scale_inv[expert], self.block, dtype)
         return gate_up_XH, down_HI
 
-    def dequantized_stacks(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every expert's `(gate_up [E, 2I, H], down [E, H, I])`, traceably (the compiled and autograd form)."""
-        dtype, inter = self.products_dtype, self.intermediate_size
-        rows = self.gate_up_proj_scale_inv.shape[1] // 2
-        halves = [
-            dequantize_traceable(
-                self.gate_up_proj[:, h * inter : (h + 1) * inter],
-                self.gate_up_proj_scale_inv[:, h * rows : (h + 1) * rows],
-                self.block,
-                dtype,
-            )
-            for h in (0, 1)
-        ]
-        down = dequantize_traceable(self.down_proj, self.down_proj_scale_inv, self.block, dtype)
-        return torch.cat(halves, dim=1), down
+    def static_operands(
+        self, hidden_TH: torch.Tensor, topk_idx_TK: torch.Tensor, weight_TK: torch.Tensor
+    ) -> ExpertOperands:
+        """`static_swiglu`'s operands. Few pairs (T*K <= E, decode): only the pairs' experts, gathered in FP8
+        and then dequantized, with local ids 0..T*K-1, so a compiled step reads each chosen expert's FP8
+        bytes once (`dsv3_model.row_products`); more pairs: every expert, dequantized. Weights are the model
+        dtype's values held in fp32, products in fp32 (`Fp8BlockLinear.compiled_product` says why)."""
+        num_tokens, top_k = topk_idx_TK.shape
+        if num_tokens * top_k > self.num_experts:
+            return ExpertOperands(hidden_TH, topk_idx_TK, weight_TK, *self.dequantized_stacks())
+        pairs_TK = torch.arange(num_tokens * top_k, device=topk_idx_TK.device).view(num_tokens, top_k)
+        return ExpertOperands(hidden_TH, pairs_TK, weight_TK, *self.dequantized_stacks(topk_idx_TK.reshape(-1)))
+
+    def dequantized_stacks(self, experts_P: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(gate_up [P, 2I, H], down [P, H, I])` of the experts `experts_P` (all: P = E), traceably (the
+        compiled and autograd form), in fp32 holding the model dtype's values. The `[gate | up]` rows'
+        scales are expanded per row before they are joined, so no dequantized weight is concatenated (a
+        copy a compiler cannot fuse away)."""
+        gate_up_PXH, gate_up_scale = self.gate_up_proj, self.gate_up_proj_scale_inv
+        down_PHI, down_scale = self.down_proj, self.down_proj_scale_inv
+        if experts_P is not None:
+            gate_up_PXH, gate_up_scale = gate_up_PXH[experts_P], gate_up_scale[experts_P]
+            down_PHI, down_scale = down_PHI[experts_P], down_scale[experts_P]
+        dtype, inter, (block_rows, block_cols) = self.products_dtype, self.intermediate_size, self.block
+        rows = gate_up_scale.shape[1] // 2
+        halves = [gate_up_scale[:, h * rows : (h + 1) * rows].repeat_interleave(block_rows, dim=1) for h in (0, 1)]
+        scale_PXGc = torch.cat([half[:, :inter] for half in halves], dim=1)
+        gate_up = dequantize_rows_traceable_f32(gate_up_PXH, scale_PXGc, block_cols, dtype)
+        return gate_up, dequantize_traceable_f32(down_PHI, down_scale, self.block, dtype)
 
     def extra_repr(self) -> str:
         return (
