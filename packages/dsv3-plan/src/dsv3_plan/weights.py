@@ -121,7 +121,9 @@ def routed_expert_on_rank(cfg: ModelConfig, layout: Layout, dep: DeploymentConfi
     stacks = [decl for decl in decoder_layer_tensors(cfg, LayerKind.MOE) if decl.stacked_from is not None]
     sources = [source for stack in stacks for source in per_expert(stack, 0)]
     params, nbytes = _total(
-        matrix_on_rank((s.shape[0], s.shape[1]), _tp_split(s, layout), dep.moe_tp, _format(cfg, s, layout), block_size(cfg))
+        matrix_on_rank(
+            (s.shape[0], s.shape[1]), _tp_split(s, layout), dep.moe_tp, _format(cfg, s, layout), block_size(cfg)
+        )
         for s in sources
     )
     on_device_grid = cfg.quantization_config is not None and cfg.moe_intermediate_size % dep.moe_tp == 0
