@@ -76,7 +76,7 @@ def test_fp8_rank_files_by_hand(tp: int, ep: int, fp8_checkpoint: Path, tmp_path
     with CheckpointReader(fp8_checkpoint) as reader:
         raw = {key.removeprefix("model."): reader.get(key) for key in reader}
     for rank in range(tp):
-        linears = {key for key in fp8[rank] if _split_dim(key.removesuffix("scale") + "weight") is not None}
+        linears = {key for key in fp8[rank] if _split_dim(key.rsplit(".", 1)[0] + ".weight") is not None}
         assert len(linears) == 2 * (4 * 3 + 3 * 1 + 3 * 2), rank  # (weight, scale): attention, dense MLP, shared
         assert set(fp8[rank]) - linears == set(experts[rank]) - linears
         for key in set(experts[rank]) - linears:
@@ -107,7 +107,7 @@ def test_in_memory_conversion_dequantizes_to_the_checkpoint(fp8_checkpoint: Path
         ours = tensor.float() * scale.repeat_interleave(rows, 0).repeat_interleave(cols, 1)
         reference = dequantize_fp8_blocks(raw[key], raw[key + "_scale_inv"], (BLOCK, BLOCK), torch.float32)
         bound = raw[key + "_scale_inv"].repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1)
-        bound = bound[: tensor.shape[0], : tensor.shape[1]] * 2**-9
+        bound = bound[: tensor.shape[0], : tensor.shape[1]] * 2**-9 * (1 + 2**-16)  # a tie lands on it, +- rounding
         assert bool(((ours - reference).abs() <= bound).all()), key
         checked += 1
     assert checked == 4 * 3 + 3 * 1 + 3 * 2
