@@ -5,11 +5,14 @@ and the routed-expert stacks, which NxD renames and stores transposed (`gate_up_
 :I]`, `down_proj` [E, I, H]), stacked from the per-expert HF tensors as the inventory's `ExpertStack` says. With FP8
 experts (`Fp8ExpertGrid` given) the stacks stay FP8, halved into Neuron's range, and each is preceded by its fp32
 `scale` grid `[E, in / b_in, out / b_out]` (`fp8_experts.py`): the keys and layout of NxD's `QuantizedExpertFused*`
-layers. MTP layers (index >= num_hidden_layers) are dropped; the `SPMDRank` vectors (`rank_util.rank`, each MoE
+layers; with `fp8_linears` (weights `fp8`) the other linears `dsv3_config.inventory.fp8_linears` names too, each FP8
+`[out, in]` halved after its `scale` grid `[out / b_out, in / b_in]` (NxD's blockwise `Quantized*Parallel`). The
+tensors as data (keys, shapes, kinds) are `neuron_tensors.py`'s; this module computes their values. MTP layers
+(index >= num_hidden_layers) are dropped; the `SPMDRank` vectors (`rank_util.rank`, each MoE
 layer's `expert_mlps.spmd_rank.rank`, and under expert parallelism its `spmd_rank.local_expert_indices`) are added.
 Floating tensors come out in the NxDI dtype (what NxDI's `checkpoint_loader_fn` and ModelBuilder's `cast_weights`
 cast them to); FP8 block-quantized weights (`*.weight` + `*.weight_scale_inv`) are dequantized with dsv3-weights
-straight into it, the routed experts too unless kept FP8.
+straight into it, except those kept FP8.
 
 One conversion serves two callers: `convert_tensor` computes any box `[start, end)` per dim of one
 converted tensor from a `SourceRead` (HF name, slices -> dequantized values). NxDI's in-memory path
