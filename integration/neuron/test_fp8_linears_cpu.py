@@ -7,8 +7,8 @@ Bound: 1e-4 on the last-token logits, as for FP8 experts (test_fp8_experts_cpu) 
 (`nxdi_checkpoint/fp8_experts.py`: weights halved, scales doubled; exact except stored values |q| < 2^-5, each
 moved by at most 2^-9 s, 4.4e-6 of its block's largest weight), and NxD's `blockwise_scale_dequantize` computes
 `q * scale` in fp32 per device block, the checkpoint's own `q * scale_inv` per block (each device block lies in
-one checkpoint block), before the fp32 matmul. Measured 2026-12-01: tiny tp=1 1.2e-7. Greedy tokens must be
-identical over 32 steps.
+one checkpoint block), before the fp32 matmul. Measured 2026-12-01: tiny tp=1 1.2e-7; tp=2 tiny 1.2e-7,
+V2-Lite-like 9.7e-8. Greedy tokens must be identical over 32 steps.
 """
 
 from __future__ import annotations
