@@ -57,9 +57,10 @@ def job_nxdi_in_memory(src: Path, dst: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
+    from dsv3_model.nxdi_checkpoint.neuron_tensors import NeuronTarget
     from dsv3_model.nxdi_checkpoint.per_rank_files import WEIGHTS_DIR, rank_file_name
     from dsv3_model.nxdi_checkpoint.shard_plan import NxdiRanks, nxdi_shard_plan
-    from dsv3_model.nxdi_checkpoint.state_dict import NeuronTarget, convert_state_dict
+    from dsv3_model.nxdi_checkpoint.state_dict import convert_state_dict
     from dsv3_weights import CheckpointReader
     from dsv3_weights.sharding import shard_tensor
 

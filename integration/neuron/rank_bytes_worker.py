@@ -1,13 +1,15 @@
 """One rank of the per-rank weight-bytes measurement, started by `test_rank_bytes.py` under torchrun.
 
-Usage: torchrun --nproc-per-node N rank_bytes_worker.py CHECKPOINT_DIR OUT_DIR EP BATCH
+Usage: torchrun --nproc-per-node N rank_bytes_worker.py CHECKPOINT_DIR OUT_DIR EP BATCH [WEIGHTS]
 Every rank builds the traced module `NeuronDsv3Model` at tp=N the way NxDI's `to_cpu()` does (gloo,
-`initialize_model_parallel`, the model class; NxDI `models/application_base.py:556-605`) from an fp32 config (the
-routed experts as the checkpoint's default: FP8 for an FP8 checkpoint) and casts it to BF16 as NxDI does on a
+`initialize_model_parallel`, the model class; NxDI `models/application_base.py:556-605`) from an fp32 config (weights
+`dsv3_weights` WEIGHTS, default the checkpoint's: FP8 routed experts for an FP8 checkpoint) and casts it to BF16 as
+NxDI does on a
 Neuron host (`models/model_wrapper.py:1459-1475`: every float but FP8 to BF16, parameters named `*scale` back to
 fp32), without loading weights: `to_cpu()` itself refuses BF16 above tp=1 (gloo has no bf16 collectives) and
 bytes need no values. It writes `rank{r}.json`: the bytes of
-every floating-point tensor the module holds (the KV cache aside: state, not weights), per module family.
+every floating-point tensor the module holds (the KV cache aside: state, not weights), per module family, and
+under `fp8_params` how many of each family's parameters are FP8.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ def family_of(key: str) -> str | None:
     raise KeyError(f"no module family for {key}")
 
 
-def family_bytes(module: torch.nn.Module) -> dict[str, int]:
+def family_bytes(module: torch.nn.Module) -> dict[str, object]:
     totals: dict[str, int] = {}
+    fp8: dict[str, int] = {}
     for key, tensor in module.state_dict().items():
         if not tensor.is_floating_point():  # SPMDRank index vectors
             continue
@@ -60,13 +63,11 @@ def family_bytes(module: torch.nn.Module) -> dict[str, int]:
             continue
         totals[family] = totals.get(family, 0) + tensor.numel() * tensor.element_size()
         if tensor.dtype == torch.float8_e4m3fn:  # how many weights are held in FP8, to check which ones
-            key = "fp8_experts" if family == "experts" else "fp8_other"
-            totals[key] = totals.get(key, 0) + tensor.numel()
-    totals.setdefault("fp8_experts", 0)
-    return totals
+            fp8[family] = fp8.get(family, 0) + tensor.numel()
+    return {**totals, "fp8_params": fp8}
 
 
-def main(checkpoint: str, out_dir: str, ep: str, batch: str) -> None:
+def main(checkpoint: str, out_dir: str, ep: str, batch: str, weights: str | None = None) -> None:
     neuron_stand_ins.install()
     import harness
     from neuronx_distributed.parallel_layers.parallel_state import initialize_model_parallel
@@ -75,7 +76,8 @@ def main(checkpoint: str, out_dir: str, ep: str, batch: str) -> None:
 
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     expert_parallel = cpu_moe_groups.neuron_options(int(ep), world)
-    config = harness.inference_config(Path(checkpoint), tp_degree=world, batch_size=int(batch), **expert_parallel)
+    options = {**expert_parallel, "dsv3_weights": weights}
+    config = harness.inference_config(Path(checkpoint), tp_degree=world, batch_size=int(batch), **options)
     os.environ["NXD_CPU_MODE"] = "1"
     torch.distributed.init_process_group("gloo")
     initialize_model_parallel(tensor_model_parallel_size=world, skip_collective_init=True)
@@ -90,4 +92,4 @@ def main(checkpoint: str, out_dir: str, ep: str, batch: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

@@ -57,10 +57,10 @@ def test_fp8_experts_refused_where_they_cannot_run(tmp_path: Path) -> None:
     from dsv3_config import ConfigError
 
     harness.save_hf_checkpoint(harness.model_config("tiny").replace(quantization_config=None), tmp_path)
-    with pytest.raises(ConfigError, match="dsv3_expert_weights='fp8-experts' needs an FP8 checkpoint"):
+    with pytest.raises(ConfigError, match="dsv3_weights='fp8-experts' needs an FP8 checkpoint"):
         harness.inference_config(tmp_path, dsv3_expert_weights="fp8-experts")
-    with pytest.raises(ConfigError, match="dsv3_expert_weights='fp8'; known: bf16, fp8-experts"):
-        harness.inference_config(tmp_path, dsv3_expert_weights="fp8")
+    with pytest.raises(ConfigError, match="dsv3_expert_weights='fp16'; known: bf16, fp8-experts, fp8"):
+        harness.inference_config(tmp_path, dsv3_expert_weights="fp16")
 
 
 @pytest.mark.parametrize("name", ["tiny", "v2-lite-like-fp8"])
@@ -89,17 +89,17 @@ def test_expert_format_resolved_once_and_saved(tmp_path: Path) -> None:
 
     harness.save_fp8_checkpoint(harness.model_config("tiny"), tmp_path)
     config = harness.inference_config(tmp_path)
-    assert config.neuron_config.dsv3_expert_weights == "fp8-experts"
+    assert config.neuron_config.dsv3_weights == "fp8-experts"
     config.save(str(tmp_path / "saved"))
     assert Dsv3InferenceConfig.load(str(tmp_path / "saved")).fp8_expert_grid() == config.fp8_expert_grid()
-    assert harness.inference_config(tmp_path, dtype=torch.bfloat16).neuron_config.dsv3_expert_weights == "bf16"
+    assert harness.inference_config(tmp_path, dtype=torch.bfloat16).neuron_config.dsv3_weights == "bf16"
     with pytest.raises(ConfigError, match=r"with on_cpu and torch_dtype=torch\.bfloat16"):
         harness.inference_config(tmp_path, dtype=torch.bfloat16, dsv3_expert_weights="fp8-experts")
-    with pytest.raises(ValueError, match=r"\['quantized'\] \(FP8 routed experts: dsv3_expert_weights='fp8-experts'\)"):
+    with pytest.raises(ValueError, match=r"\['quantized'\] \(FP8 weights: dsv3_weights='fp8-experts' or 'fp8'\)"):
         harness.inference_config(tmp_path, quantized=True, quantized_checkpoints_path=str(tmp_path))
 
 
-@pytest.mark.parametrize("expert_weights", ["fp8-experts", "bf16"])
+@pytest.mark.parametrize("expert_weights", ["fp8-experts", "fp8", "bf16"])
 def test_fp8_experts_compile_as_neuron_e4m3(expert_weights: str, tmp_path: Path) -> None:
     """Each submodel's neuronx-cc arguments hold NxDI's one hlo2tensorizer option, with
     `--experimental-unsafe-fp8e4m3fn-as-fp8e4m3` in it exactly when the experts are FP8 (the flag NxDI itself
@@ -113,7 +113,7 @@ def test_fp8_experts_compile_as_neuron_e4m3(expert_weights: str, tmp_path: Path)
         args = wrapper.compiler_args
         assert args.count("--internal-hlo2tensorizer-options=") == 1, args
         option = args.split("--internal-hlo2tensorizer-options='")[1].split("'")[0]
-        assert ("--experimental-unsafe-fp8e4m3fn-as-fp8e4m3" in option) == (expert_weights == "fp8-experts")
+        assert ("--experimental-unsafe-fp8e4m3fn-as-fp8e4m3" in option) == (expert_weights != "bf16")
         assert "--verify-hlo=true" in option
 
 

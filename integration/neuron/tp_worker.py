@@ -1,15 +1,16 @@
 """One rank of a tensor-parallel NxDI CPU run, started by the suite under `torchrun` (gloo, fp32).
 
 Usage: torchrun --nproc-per-node N tp_worker.py CONFIG CHECKPOINT_DIR OUT_FILE [--rank-files DIR] [--ep M]
-                [--batch B] [--new-tokens T] [--expert-weights bf16|fp8-experts]
+                [--batch B] [--new-tokens T] [--weights bf16|fp8-experts|fp8]
 Every rank builds `NeuronDsv3ForCausalLM` at tp=N from the HF checkpoint and runs the same prefill
 and greedy generation of B prompts (the collectives need all ranks); rank 0 saves the last-token prefill
 logits, the generated ids and the routed experts its first MoE layer holds (`local_experts`, the
 `spmd_rank.local_expert_indices` row; all experts without expert parallelism) with `torch.save` for the
 test to compare with transformers.
 
-`--new-tokens` sets the greedy steps (default `harness.NEW_TOKENS`); `--expert-weights` the NeuronConfig
-`dsv3_expert_weights` (default: the checkpoint's, FP8 routed experts for an FP8 checkpoint).
+`--new-tokens` sets the greedy steps (default `harness.NEW_TOKENS`); `--weights` the NeuronConfig
+`dsv3_weights` (default: the checkpoint's, FP8 routed experts for an FP8 checkpoint). Rank 0 also saves the
+dtype its weights are held in: routed experts (`expert_dtype`) and the first layer's `q_b_proj` or `q_proj`.
 
 With `--ep M` the routed experts are split over M expert-parallel groups of N/M ranks (NeuronConfig
 `moe_ep_degree` M, `moe_tp_degree` N/M), NxD's MoE groups built for gloo by `cpu_moe_groups`.
@@ -74,6 +75,13 @@ def expert_dtype(model: Any) -> str:
     return str(moe.expert_mlps.mlp_op.gate_up_proj.weight.dtype)
 
 
+def query_dtype(model: Any) -> str:
+    """The dtype the first layer's query projection (`q_b_proj`, or `q_proj` without q LoRA) is held in."""
+    attention = model.context_encoding_model.model.layers[0].self_attn
+    query = attention.q_b_proj if hasattr(attention, "q_b_proj") else attention.q_proj
+    return str(query.weight.dtype)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("config")
@@ -83,7 +91,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--ep", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--new-tokens", type=int, default=None)
-    parser.add_argument("--expert-weights", default=None)
+    parser.add_argument("--weights", default=None)
     args = parser.parse_args(argv)
     neuron_stand_ins.install()
     import harness
@@ -91,7 +99,7 @@ def main(argv: list[str]) -> None:
     cfg = harness.model_config(args.config)
     world = int(os.environ["WORLD_SIZE"])
     expert_parallel = cpu_moe_groups.neuron_options(args.ep, world)
-    options = {**expert_parallel, "dsv3_expert_weights": args.expert_weights}
+    options = {**expert_parallel, "dsv3_weights": args.weights}
     model = harness.build_neuron_model(Path(args.checkpoint), tp_degree=world, batch_size=args.batch, **options)
     if args.rank_files is not None:
         load_rank_file(model, Path(args.rank_files), int(os.environ["RANK"]))
@@ -101,7 +109,7 @@ def main(argv: list[str]) -> None:
     tokens_BS = harness.greedy_tokens(model, ids_BS, torch.ones_like(ids_BS), new_tokens)
     if int(os.environ["RANK"]) == 0:
         out = {"logits": logits_BV, "tokens": tokens_BS, "local_experts": local_experts(model)}
-        torch.save({**out, "expert_dtype": expert_dtype(model)}, args.out_file)
+        torch.save({**out, "expert_dtype": expert_dtype(model), "query_dtype": query_dtype(model)}, args.out_file)
     # Leave together: a rank exiting with live gloo threads aborts ("terminate called without an active exception").
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()

@@ -23,7 +23,8 @@ BUCKETS: dict[str, Any] = {
     "token_generation_buckets": [64, 128, 256],
 }
 CONTINUOUS_BATCHING: dict[str, Any] = {"ctx_batch_size": 1, "is_continuous_batching": True}
-BF16_EXPERTS: dict[str, Any] = {"dsv3_expert_weights": "bf16"}
+BF16_EXPERTS: dict[str, Any] = {"dsv3_weights": "bf16"}
+FP8_ALL: dict[str, Any] = {"dsv3_weights": "fp8"}  # the other linears FP8 too (docs/nxdi-contract.md section 20)
 # Not traced here: on-device sampling at tp > 1 (vLLM's plugin default) takes its top-k from
 # `torch_neuronx.xla_impl.ops.TopK` (NxD `operators/topk.py:2`, `:108`), a closed-source custom call this
 # machine only has a stand-in for; the sampler runs in the CPU suite instead.
@@ -93,6 +94,9 @@ GRAPHS: dict[str, Graph] = {
         for tag, sub in (("cte", CTE), ("tkg", TKG))
     },
     "r1-moe-layer-tkg-tp64": Graph(R1_MOE_LAYER, TKG, tp=64, dtype=torch.bfloat16),
+    # Weights `fp8`: attention, latent projections, dense and shared-expert MLPs in NxD's FP8 blockwise linears.
+    **{f"tiny-{tag}-tp2-fp8": Graph("tiny", sub, tp=2, neuron=FP8_ALL) for tag, sub in (("cte", CTE), ("tkg", TKG))},
+    "r1-one-layer-tkg-tp64-fp8": Graph(R1_ONE_LAYER, TKG, tp=64, dtype=torch.bfloat16, neuron=FP8_ALL),
 }
 # Graphs whose routed experts are held in FP8 (the default for the FP8 configs): their HLO carries f8e4m3fn.
 FP8_EXPERT_GRAPHS = ("tiny-cte-tp2", "tiny-tkg-tp2", "r1-moe-layer-cte-32k-tp64", "r1-moe-layer-tkg-tp64")
@@ -173,6 +177,21 @@ def test_fp8_expert_graphs_take_fp8_weights(name: str) -> None:
     dequantized inside the graph); with BF16 experts none."""
     fp8 = "f8e4m3fn[" in traced_graph(name).hlo
     assert fp8 == (name in FP8_EXPERT_GRAPHS)
+
+
+# tiny at tp=2, per rank: q_b_proj [48, 48], o_proj [64, 24], kv_a_proj_with_mqa [40, 32], dense gate_proj [80, 64],
+# shared-expert gate_proj [24, 64]; kv_b_proj [56, 32] stays in the model dtype (f32 here).
+FP8_LINEAR_SHAPES = ("f8e4m3fn[48,48]", "f8e4m3fn[64,24]", "f8e4m3fn[40,32]", "f8e4m3fn[80,64]", "f8e4m3fn[24,64]")
+
+
+@pytest.mark.parametrize("tag", ["cte", "tkg"])
+def test_fp8_weights_graphs_take_fp8_linears(tag: str) -> None:
+    """Weights `fp8`: the other linears' FP8 arrays are graph inputs (dequantized inside); not with `fp8-experts`."""
+    fp8, experts = traced_graph(f"tiny-{tag}-tp2-fp8").hlo, traced_graph(f"tiny-{tag}-tp2").hlo
+    assert [shape in fp8 for shape in FP8_LINEAR_SHAPES] == [True] * len(FP8_LINEAR_SHAPES)
+    assert [shape in experts for shape in FP8_LINEAR_SHAPES] == [False] * len(FP8_LINEAR_SHAPES)
+    assert "f8e4m3fn[56,32]" not in fp8
+    assert "f32[56,32]" in fp8
 
 
 class _SyncsAndFallsBack(torch.nn.Module):

@@ -44,7 +44,7 @@ def test_refusals_name_the_cause() -> None:
 
 
 def test_fp8_checkpoints_default_to_fp8_experts() -> None:
-    assert DEVICE_WEIGHT_FORMATS == ("bf16", "fp8-experts")
+    assert DEVICE_WEIGHT_FORMATS == ("bf16", "fp8-experts", "fp8")  # fp8: by option only
     assert default_weight_format(preset("deepseek-r1")) == "fp8-experts"
     assert default_weight_format(preset("kimi-k2")) == "fp8-experts"
     assert default_weight_format(preset("deepseek-v2-lite")) == "bf16"

@@ -26,7 +26,8 @@ from dsv3_config import ModelConfig, preset
 from dsv3_config.inventory.fp8_experts import fp8_expert_grid
 from dsv3_model.cli.main import main
 from dsv3_model.nxdi_checkpoint import per_rank_files
-from dsv3_model.nxdi_checkpoint.state_dict import NeuronTarget, convert_state_dict, expected_keys
+from dsv3_model.nxdi_checkpoint.neuron_tensors import NeuronTarget, expected_keys
+from dsv3_model.nxdi_checkpoint.state_dict import convert_state_dict
 from dsv3_weights import CheckpointReader, dequantize_fp8_blocks, make_checkpoint
 
 TP = 2

@@ -20,7 +20,8 @@ import torch
 from dsv3_config import ModelConfig, preset
 from dsv3_config.inventory.fp8_experts import fp8_expert_grid, fp8_expert_scales_per_rank
 from dsv3_model.nxdi_checkpoint.fp8_experts import FP8, rescale_for_neuron
-from dsv3_model.nxdi_checkpoint.state_dict import SCALE_SUFFIX, Kind, NeuronTarget, convert_tensor, neuron_tensors
+from dsv3_model.nxdi_checkpoint.neuron_tensors import SCALE_SUFFIX, Kind, NeuronTarget, neuron_tensors
+from dsv3_model.nxdi_checkpoint.state_dict import convert_tensor
 from dsv3_weights.fp8 import dequantize_fp8_blocks, quantize_fp8_blocks
 
 

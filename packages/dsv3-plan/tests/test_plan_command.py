@@ -36,7 +36,8 @@ def test_text_names_the_layout(capsys):
 
 def test_says_which_layout_the_adapter_builds(capsys):
     """The default plan is the layout the NxDI adapter builds: for R1's FP8 checkpoint, FP8 routed experts and BF16
-    other linears; BF16 everywhere is built too (by option); FP8 attention and MLPs are not."""
+    other linears; BF16 everywhere and FP8 everywhere the adapter can (`fp8`) are built too (by option); the contrib
+    port's layout is not."""
     assert main([*R1_TRN2, "--json"]) == 0
     default = json.loads(capsys.readouterr().out)
     assert default["adapter_builds_this_layout"] is True
@@ -45,11 +46,13 @@ def test_says_which_layout_the_adapter_builds(capsys):
     assert main([*R1_TRN2, "--weights", "bf16", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["adapter_builds_this_layout"] is True
     assert main([*R1_TRN2, "--weights", "fp8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["adapter_builds_this_layout"] is True
+    assert main([*R1_TRN2, "--layout", "contrib", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["adapter_builds_this_layout"] is False
     assert main(R1_TRN2) == 0
     text = capsys.readouterr().out
     assert "weights fp8 experts, bf16 other linears" in text
-    built = "weights bf16 or fp8-experts on device (fp8-experts by default for an FP8 checkpoint); this plan is that"
+    built = "weights bf16 or fp8-experts or fp8 on device (fp8-experts by default for an FP8 checkpoint); this plan is"
     assert built in text
 
 

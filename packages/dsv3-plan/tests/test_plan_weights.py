@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from dsv3_config import LayerKind, count_params, preset
@@ -49,16 +47,18 @@ def test_fp8_slice_carries_one_scale_per_block_it_touches():
 
 
 def test_v3_fp8_checkpoint_bytes_by_hand():
-    """dsv3 FP8 at tp=1: every checkpoint-FP8 linear at 1 byte + ceil-blocked fp32 scales, the rest BF16
-    (router weight BF16, its bias fp32). Hand-written V3 shapes; exact."""
+    """dsv3 FP8 (`--weights fp8`) at tp=1: every linear the adapter holds FP8 at 1 byte + one fp32 scale per
+    128 x 128 block, except kv_a_proj_with_mqa (576 rows: 64-row device blocks, gcd(128, 576), 9 x 56 scales);
+    kv_b_proj, embeddings, lm_head, router weight BF16, its bias fp32. Hand-written V3 shapes; exact."""
     cfg = preset("deepseek-v3")
-    h, blocks = 7168, lambda o, i: math.ceil(o / 128) * math.ceil(i / 128)
-    lin = lambda o, i: o * i + 4 * blocks(o, i)  # noqa: E731
-    attention = lin(1536, h) + lin(24576, 1536) + lin(576, h) + lin(32768, 512) + lin(h, 16384)
+    h = 7168
+    lin = lambda o, i: o * i + 4 * (o // 128) * (i // 128)  # noqa: E731
+    attention = lin(1536, h) + lin(24576, 1536) + (576 * h + 4 * 9 * 56) + lin(h, 16384)
     expert = 2 * lin(2048, h) + lin(h, 2048)
     dense = 2 * lin(18432, h) + lin(h, 18432)
     fp8 = 61 * attention + 58 * 257 * expert + 3 * dense  # 256 routed + 1 shared expert per MoE layer
-    bf16 = 2 * (2 * 129280 * h + 58 * 256 * h + 61 * (2 * h + 1536 + 512) + h) + 4 * 58 * 256
+    kv_b = 32768 * 512
+    bf16 = 2 * (2 * 129280 * h + 58 * 256 * h + 61 * (2 * h + 1536 + 512 + kv_b) + h) + 4 * 58 * 256
     layout = dsv3_layout("fp8")
     plan = make_plan(cfg, deployment(cfg, layout, tp=1, seq_len=8, weight_dtype="fp8"), layout, device("h200"))
     assert plan.weight_bytes == fp8 + bf16

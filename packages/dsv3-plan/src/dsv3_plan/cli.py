@@ -71,8 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=WEIGHT_CHOICES,
         default=None,
         help="weight format in HBM: bf16, fp8-experts (routed experts FP8 with fp32 block scales, other linears "
-        "BF16) or fp8 (every linear the checkpoint quantizes; not built by the adapter); default: what the NxDI "
-        "adapter builds for this checkpoint, fp8-experts for an FP8 one, bf16 otherwise (contrib: bf16)",
+        "BF16) or fp8 (also attention, latent projections, dense and shared-expert MLPs; kv_b_proj BF16), all "
+        "three built by the NxDI adapter (NeuronConfig dsv3_weights); default: fp8-experts for an FP8 checkpoint, "
+        "bf16 otherwise (contrib: bf16)",
     )
     p.add_argument("--device", choices=tuple(DEVICES), default="trn2", help="per-rank device table (default trn2)")
     p.add_argument("--layout", choices=LAYOUT_NAMES, default="dsv3", help="dsv3 (ours) or contrib (the NxDI port)")

@@ -21,9 +21,10 @@ most" is a `dataclasses.replace` of one field.
 
 The `dsv3` layout is read from the record the NxDI adapter builds from, `dsv3_config.inventory.placements`
 (torch-free): where the latent projections and the router weight live, and which weight formats the adapter
-holds on device (`DEVICE_WEIGHT_FORMATS`: `bf16`, and `fp8-experts`, the FP8 routed experts in NxD's quantized
-expert layers, its default for an FP8 checkpoint: `default_weight_format`). `adapter_builds` says whether a
-layout is one the adapter builds; FP8 attention and dense MLPs (`--weights fp8`) are not.
+holds on device (`DEVICE_WEIGHT_FORMATS`: `bf16`; `fp8-experts`, the FP8 routed experts in NxD's quantized
+expert layers, its default for an FP8 checkpoint: `default_weight_format`; and `fp8`, also the other linears
+`dsv3_config.inventory.fp8_linears` names, in NxD's blockwise quantized linears). `adapter_builds` says whether
+a layout is one the adapter builds: every `dsv3` one but BF16 experts with FP8 other linears.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Layout:
     router_format: RouterFormat  # fp32 (contrib) or bf16 as in the checkpoint
     router_sharded: bool  # split by expert over tp
     expert_format: WeightFormat  # routed experts
-    dense_format: WeightFormat  # the checkpoint's other FP8 linears: attention, shared experts, dense MLP
+    dense_format: WeightFormat  # the other FP8 linears the adapter can hold FP8 (`fp8_linears`; not kv_b_proj)
     cache_copies: int  # latent entries stored per token per layer (contrib writes K and V slots)
     prefill_all_experts: bool  # prefill computes every expert on every token
     expert_parallel: bool  # whether ep > 1 is supported

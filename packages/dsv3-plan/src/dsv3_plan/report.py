@@ -38,8 +38,6 @@ def adapter_line(lay: Layout) -> str:
     installed = _adapter_version()
     who = f"dsv3-model {installed}" if installed else "not installed here (dsv3-model)"
     built = "this plan is that layout" if adapter_builds(lay) else "this plan is NOT what it builds"
-    if lay.name == "dsv3" and not adapter_builds(lay):
-        built += " (FP8 attention and dense MLPs are not built: those numbers assume NxD quantized linears)"
     return (
         f"NxDI adapter ({who}) builds: layout dsv3, weights {' or '.join(DEVICE_WEIGHT_FORMATS)} on device "
         f"(fp8-experts by default for an FP8 checkpoint); {built}"

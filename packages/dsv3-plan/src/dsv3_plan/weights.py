@@ -8,6 +8,11 @@ bytes a parameter, fp32 = 4, FP8 = 1 byte a parameter plus one fp32 `weight_scal
 scale). A split dimension is divided by its group size, padded up when it does not divide. Vectors (norm
 weights, biases, the router's fp32 correction bias) are replicated and form `norms_and_biases`.
 
+FP8 linears other than the routed experts (`Layout.dense_format` "fp8") are the ones the adapter holds FP8
+(`dsv3_config.inventory.fp8_linears`: not `kv_b_proj`), with the scales of its device grid; the routed experts
+hold the scales of `dsv3_config.inventory.fp8_experts`' grid. Both grids are the checkpoint's where a rank's
+slice cuts no block; a BF16 checkpoint planned as FP8 counts 128 x 128 blocks cut by rank.
+
 Two placements are the layout's, not the inventory's: `Layout.replicated_latent_projections` false shards
 `q_a_proj` / `kv_a_proj_with_mqa` row-parallel (dim 1, their input) and `Layout.router_sharded` splits the
 router by expert (dim 0), the layout issue 15 builds; the inventory holds what the adapter builds today.
@@ -23,6 +28,7 @@ from typing import Literal
 from dsv3_config import DeploymentConfig, LayerKind, ModelConfig
 from dsv3_config.inventory import TensorDecl, decoder_layer_tensors, outer_tensors, per_expert
 from dsv3_config.inventory.fp8_experts import fp8_expert_scales_per_rank
+from dsv3_config.inventory.fp8_linears import fp8_linear_on_device, fp8_linear_scales_per_rank
 from dsv3_plan.layouts import Layout
 
 Format = Literal["bf16", "fp8", "fp32"]
@@ -95,13 +101,15 @@ def _tp_split(decl: TensorDecl, layout: Layout) -> int | None:
     return next((split.dim for split in decl.placement if split.mesh_axis == "tp"), None)
 
 
-def _format(decl: TensorDecl, layout: Layout) -> Format:
-    """The layout's format for its matrices; vectors as the checkpoint stores them (the router's correction
-    bias fp32)."""
+def _format(cfg: ModelConfig, decl: TensorDecl, layout: Layout) -> Format:
+    """The layout's format for its matrices (FP8 other linears only where the adapter holds them FP8); vectors
+    as the checkpoint stores them (the router's correction bias fp32)."""
     if decl.family == "router" and len(decl.shape) == 2:
         return layout.router_format
-    if decl.fp8:
-        return layout.expert_format if decl.family == "experts" else layout.dense_format
+    if decl.fp8 and decl.family == "experts":
+        return layout.expert_format
+    if decl.fp8 and fp8_linear_on_device(cfg, decl):
+        return layout.dense_format
     return "fp32" if decl.dtype == "float32" else "bf16"
 
 
@@ -113,7 +121,9 @@ def routed_expert_on_rank(cfg: ModelConfig, layout: Layout, dep: DeploymentConfi
     stacks = [decl for decl in decoder_layer_tensors(cfg, LayerKind.MOE) if decl.stacked_from is not None]
     sources = [source for stack in stacks for source in per_expert(stack, 0)]
     params, nbytes = _total(
-        matrix_on_rank((s.shape[0], s.shape[1]), _tp_split(s, layout), dep.moe_tp, _format(s, layout), block_size(cfg))
+        matrix_on_rank(
+            (s.shape[0], s.shape[1]), _tp_split(s, layout), dep.moe_tp, _format(cfg, s, layout), block_size(cfg)
+        )
         for s in sources
     )
     on_device_grid = cfg.quantization_config is not None and cfg.moe_intermediate_size % dep.moe_tp == 0
@@ -122,17 +132,20 @@ def routed_expert_on_rank(cfg: ModelConfig, layout: Layout, dep: DeploymentConfi
     return params, nbytes
 
 
-def _on_rank(decl: TensorDecl, layout: Layout, dep: DeploymentConfig, block: Shape) -> tuple[int, int]:
-    """One non-expert tensor on one rank (vectors replicated)."""
-    fmt = _format(decl, layout)
+def _on_rank(cfg: ModelConfig, decl: TensorDecl, layout: Layout, dep: DeploymentConfig) -> tuple[int, int]:
+    """One non-expert tensor on one rank (vectors replicated); an FP8 linear of an FP8 checkpoint with the
+    adapter's device grid (`fp8_linears`) where its split divides."""
+    fmt, split = _format(cfg, decl, layout), _tp_split(decl, layout)
     if len(decl.shape) == 1:
         return decl.shape[0], decl.shape[0] * (4 if fmt == "fp32" else 2)
-    return matrix_on_rank((decl.shape[0], decl.shape[1]), _tp_split(decl, layout), dep.tp, fmt, block)
+    params, nbytes = matrix_on_rank((decl.shape[0], decl.shape[1]), split, dep.tp, fmt, block_size(cfg))
+    if fmt == "fp8" and cfg.quantization_config is not None and (split is None or decl.shape[split] % dep.tp == 0):
+        nbytes = params + 4 * fp8_linear_scales_per_rank(cfg, decl.shape, split, dep.tp)
+    return params, nbytes
 
 
 def family_weights(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig) -> tuple[FamilyWeights, ...]:
     """Per-rank weights of every family in `FAMILIES` order (zero-sized families included)."""
-    block = block_size(cfg)
     sums = {family: (0, 0) for family in FAMILIES}
     placements = {family: "tp" for family in FAMILIES}  # what a family absent from `cfg` would be
     placements["norms_and_biases"] = "replicated"
@@ -149,10 +162,10 @@ def family_weights(cfg: ModelConfig, layout: Layout, dep: DeploymentConfig) -> t
     for kind, layers in ((LayerKind.DENSE, cfg.num_dense_layers), (LayerKind.MOE, cfg.num_moe_layers)):
         for decl in decoder_layer_tensors(cfg, kind) if layers else ():
             if decl.stacked_from is None:
-                add(decl, layers, _on_rank(decl, layout, dep, block))
+                add(decl, layers, _on_rank(cfg, decl, layout, dep))
         if kind is LayerKind.MOE and layers:
             experts = next(d for d in decoder_layer_tensors(cfg, kind) if d.family == "experts")
             add(experts, layers * (cfg.n_routed_experts // dep.ep), routed_expert_on_rank(cfg, layout, dep))
     for decl in outer_tensors(cfg):
-        add(decl, 1, _on_rank(decl, layout, dep, block))
+        add(decl, 1, _on_rank(cfg, decl, layout, dep))
     return tuple(FamilyWeights(family, placements[family], *sums[family]) for family in FAMILIES)

@@ -46,11 +46,13 @@ def output_heads(cfg: ModelConfig) -> Placement:
 
 
 # The weight formats the NxDI adapter (dsv3_model.neuron) holds on device, by the planner's `--weights` names:
-# `bf16` (every linear in the model dtype; an FP8 checkpoint dequantized on the host) and `fp8-experts` (the
+# `bf16` (every linear in the model dtype; an FP8 checkpoint dequantized on the host), `fp8-experts` (the
 # routed experts kept in the checkpoint's FP8 with fp32 block scales in NxD's quantized expert layers, every
-# other linear BF16; `fp8_experts.py` has the grid). An FP8 checkpoint gets `fp8-experts` by default
-# (`default_weight_format`). FP8 attention / dense MLPs are not built.
-DEVICE_WEIGHT_FORMATS: tuple[str, ...] = ("bf16", "fp8-experts")
+# other linear BF16; `fp8_experts.py` has the grid) and `fp8` (as `fp8-experts`, plus the other linears
+# `fp8_linears.py` names in NxD's blockwise quantized linear layers). An FP8 checkpoint gets `fp8-experts` by
+# default (`default_weight_format`); `fp8` only when asked for.
+DEVICE_WEIGHT_FORMATS: tuple[str, ...] = ("bf16", "fp8-experts", "fp8")
+FP8_EXPERT_FORMATS: tuple[str, ...] = ("fp8-experts", "fp8")  # the formats that keep the routed experts FP8
 
 
 def default_weight_format(cfg: ModelConfig) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dsv3_config.inventory.placements import DEVICE_WEIGHT_FORMATS
 from dsv3_model.cli.errors import UsageError
 from dsv3_model.cli.options import check_ep_divides_tp, existing_directory, positive_int
 
@@ -38,11 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="NeuronConfig torch_dtype (default bf16)"
     )
     shard.add_argument(
-        "--expert-weights",
-        choices=["bf16", "fp8-experts"],
+        "--weights",
+        "--expert-weights",  # its earlier name, when only the routed experts could stay FP8
+        dest="weights",
+        choices=DEVICE_WEIGHT_FORMATS,
         default=None,
-        help="routed experts as the model holds them (NeuronConfig dsv3_expert_weights; default: fp8-experts for "
-        "an FP8 checkpoint, bf16 otherwise)",
+        help="weights as the model holds them (NeuronConfig dsv3_weights): bf16 (FP8 dequantized), fp8-experts "
+        "(routed experts FP8 with fp32 block scales) or fp8 (also attention, dense and shared-expert MLPs; "
+        "kv_b_proj, router, embeddings, lm_head BF16); default: fp8-experts for an FP8 checkpoint, bf16 otherwise",
     )
     shard.set_defaults(handler=_shard)
 
@@ -59,7 +63,7 @@ def _shard(args: argparse.Namespace) -> int:
             tp_degree=args.tp,
             ep_degree=args.ep,
             dtype=OUT_DTYPES[args.dtype],
-            expert_weights=args.expert_weights,
+            weights=args.weights,
             progress=True,
         )
     except KeyError as err:  # a tensor the NxDI model needs, or one it does not use

@@ -24,7 +24,7 @@ _EXPORTS = {
     "NeuronDsv3ForCausalLM": "model",
     "NeuronDsv3Model": "model",
     "convert_hf_to_neuron_state_dict": "dsv3_model.nxdi_checkpoint.state_dict",
-    "expected_keys": "dsv3_model.nxdi_checkpoint.state_dict",
+    "expected_keys": "dsv3_model.nxdi_checkpoint.neuron_tensors",
     "nxdi_shard_plan": "dsv3_model.nxdi_checkpoint.shard_plan",
     "register": "registry",
     "write_per_rank_files": "dsv3_model.nxdi_checkpoint.per_rank_files",

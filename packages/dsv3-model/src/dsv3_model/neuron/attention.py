@@ -29,16 +29,21 @@ from __future__ import annotations
 import torch
 from neuronx_distributed.parallel_layers.layers import ColumnParallelLinear, RowParallelLinear
 from neuronx_distributed.parallel_layers.mappings import reduce_from_tensor_model_parallel_region
+from neuronx_distributed.quantization.quantization_layers import QuantizedRowParallel
 from torch import nn
 
 from dsv3_config import REPLICATED, ModelConfig, ShardPlan
+from dsv3_config.inventory import attention_tensors
 from dsv3_mla import KeyVisibility, LinearFactory, MultiHeadLatentAttention, choose_path, mla_shard_plan
+from dsv3_model.neuron.fp8_linears import Fp8Linears
 
 LATENT_PROJECTIONS = ("q_a_proj", "kv_a_proj_with_mqa")
+ROW_PARALLEL = (RowParallelLinear, QuantizedRowParallel)
 
 
-def nxd_linear_factory(plan: ShardPlan, dtype: torch.dtype) -> LinearFactory:
-    """A dsv3-mla linear factory that builds NxD parallel layers as `plan` places each weight."""
+def nxd_linear_factory(plan: ShardPlan, dtype: torch.dtype, fp8: Fp8Linears | None = None) -> LinearFactory:
+    """A dsv3-mla linear factory that builds NxD parallel layers as `plan` places each weight, the ones `fp8`
+    names as NxD's blockwise FP8 layers (weights `fp8`)."""
 
     def build(name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
         placement = plan[f"{name}.weight"]
@@ -46,15 +51,25 @@ def nxd_linear_factory(plan: ShardPlan, dtype: torch.dtype) -> LinearFactory:
             return nn.Linear(in_features, out_features, bias=bias, dtype=dtype)
         if len(placement) != 1 or placement[0].mesh_axis != "tp":
             raise ValueError(f"{name}: placement {placement} is not a single tp split")
+        layer: nn.Module
         if placement[0].dim == 0:
-            return ColumnParallelLinear(in_features, out_features, bias=bias, gather_output=False, dtype=dtype)
-        if name in LATENT_PROJECTIONS:  # replicated input, partial output: `latents` reduces and adds the bias
-            return RowParallelLinear(
+            layer = ColumnParallelLinear(in_features, out_features, bias=bias, gather_output=False, dtype=dtype)
+        elif name in LATENT_PROJECTIONS:  # replicated input, partial output: `latents` reduces and adds the bias
+            layer = RowParallelLinear(
                 in_features, out_features, bias=bias, dtype=dtype, reduce_output=False, skip_bias_add=True
             )
-        return RowParallelLinear(in_features, out_features, bias=bias, input_is_parallel=True, dtype=dtype)
+        else:
+            layer = RowParallelLinear(in_features, out_features, bias=bias, input_is_parallel=True, dtype=dtype)
+        return layer if fp8 is None else fp8.apply(name, layer)
 
     return build
+
+
+def _partial(projection: nn.Module, hidden_BSD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(partial [B, S, out], bias or None) of a latent projection: `RowParallelLinear(skip_bias_add=True)` returns
+    both; NxD's FP8 `QuantizedRowParallel` (built only without a bias, `fp8_linears`) the product alone."""
+    out = projection(hidden_BSD)
+    return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
 
 
 class NeuronLatentAttention(MultiHeadLatentAttention):
@@ -63,8 +78,18 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
     Its forward composes dsv3-mla's public steps (`project`, `attend`, `output`) around NxDI's cache:
     only the latent view and the mask are NxDI's."""
 
-    def __init__(self, cfg: ModelConfig, *, tp_degree: int, dtype: torch.dtype, padding_side: str = "right") -> None:
-        super().__init__(cfg, linear_factory=nxd_linear_factory(mla_shard_plan(cfg), dtype), tp_size=tp_degree)
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        tp_degree: int,
+        dtype: torch.dtype,
+        padding_side: str = "right",
+        fp8_linears: bool = False,
+    ) -> None:
+        fp8 = Fp8Linears.of(cfg, attention_tensors(cfg)) if fp8_linears else None
+        factory = nxd_linear_factory(mla_shard_plan(cfg), dtype, fp8)
+        super().__init__(cfg, linear_factory=factory, tp_size=tp_degree)
         self.padding_side = padding_side  # NeuronConfig.padding_side: what NxDI's CTE mask encodes
 
     def latents(self, hidden_BSD: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -74,9 +99,9 @@ class NeuronLatentAttention(MultiHeadLatentAttention):
         projections = (
             [self.kv_a_proj_with_mqa] if self.cfg.q_lora_rank is None else [self.q_a_proj, self.kv_a_proj_with_mqa]
         )
-        if not isinstance(projections[0], RowParallelLinear):  # a plan that replicates them: plain linears
+        if not isinstance(projections[0], ROW_PARALLEL):  # a plan that replicates them: plain linears
             return super().latents(hidden_BSD)
-        partials = [projection(hidden_BSD) for projection in projections]  # (partial [B, S, out], bias or None)
+        partials = [_partial(projection, hidden_BSD) for projection in projections]
         partial_BSX = torch.cat([out for out, _ in partials], dim=-1)
         full_BSX = reduce_from_tensor_model_parallel_region(partial_BSX.to(torch.float32)).to(hidden_BSD.dtype)
         pieces = full_BSX.split([out.shape[-1] for out, _ in partials], dim=-1)

@@ -23,7 +23,12 @@ from neuronx_distributed_inference.models.config import InferenceConfig, MoENeur
 
 from dsv3_config import ConfigError, ModelConfig, load_config
 from dsv3_config.inventory.fp8_experts import Fp8ExpertGrid, fp8_expert_grid
-from dsv3_config.inventory.placements import DEVICE_WEIGHT_FORMATS, default_weight_format, expert_parallel_min_tokens
+from dsv3_config.inventory.placements import (
+    DEVICE_WEIGHT_FORMATS,
+    FP8_EXPERT_FORMATS,
+    default_weight_format,
+    expert_parallel_min_tokens,
+)
 
 # NeuronConfig switches whose code paths the dsv3 layers do not implement (each changes the layer contract:
 # per-layer KV I/O, speculation, sequence/context/data parallel attention, other cache layouts).
@@ -35,7 +40,7 @@ UNSUPPORTED_WHEN_TRUE = (
     "flash_decoding_enabled",
     "k_cache_transposed",
     "kv_cache_quant",
-    "quantized",  # NxDI's whole-model quantization; FP8 routed experts are `dsv3_expert_weights` (below)
+    "quantized",  # NxDI's whole-model quantization; dsv3 keeps FP8 weights by `dsv3_weights` (below)
 )
 UNSUPPORTED_ABOVE = {"speculation_length": 0, "cp_degree": 1, "attention_dp_degree": 1}
 
@@ -63,12 +68,25 @@ class Dsv3NeuronConfig(MoENeuronConfig):
                     "Dsv3NeuronConfig: chunked prefill needs is_block_kv_layout=True (its chunks live in blocks)"
                 )
             kwargs["is_prefix_caching"] = True
-        expert_weights = kwargs.pop("dsv3_expert_weights", None)
+        weights = _weights_option(kwargs)
         super().__init__(router_config={"dtype": torch.float32}, disable_normalize_top_k_affinities=True, **kwargs)
         self.dsv3_chunked_prefill = chunked
-        # "bf16" or "fp8-experts" (`DEVICE_WEIGHT_FORMATS`); None: the checkpoint's default, resolved (and
-        # validated) by `Dsv3InferenceConfig` once the model config is known.
-        self.dsv3_expert_weights = expert_weights
+        # One of `DEVICE_WEIGHT_FORMATS`; None: the checkpoint's default, resolved (and checked against the
+        # checkpoint) by `Dsv3InferenceConfig` once the model config is known.
+        self.dsv3_weights = weights
+
+
+def _weights_option(kwargs: dict[str, Any]) -> str | None:
+    """`dsv3_weights` (or its earlier name `dsv3_expert_weights`, same values), popped from `kwargs` and checked
+    against `DEVICE_WEIGHT_FORMATS`; giving both with different values is refused."""
+    popped = {name: kwargs.pop(name, None) for name in ("dsv3_weights", "dsv3_expert_weights")}
+    given = {name: value for name, value in popped.items() if value is not None}
+    if len(set(given.values())) > 1:
+        raise ConfigError(f"Dsv3NeuronConfig: {given} disagree; dsv3_expert_weights is dsv3_weights' earlier name")
+    for name, value in given.items():
+        if value not in DEVICE_WEIGHT_FORMATS:
+            raise ConfigError(f"Dsv3NeuronConfig: {name}={value!r}; known: {', '.join(DEVICE_WEIGHT_FORMATS)}")
+    return next(iter(given.values()), None)
 
 
 def _chunked_prefill_requested(kwargs: dict[str, Any]) -> bool:
@@ -136,14 +154,18 @@ class Dsv3InferenceConfig(InferenceConfig):
         neuron_config.router_config.dtype = torch.float32
         neuron_config.router_config.act_fn = cfg.scoring_func
         neuron_config.disable_numeric_cc_token = True  # as the contrib port (all-gather/reduce-scatter workaround)
-        neuron_config.dsv3_expert_weights = _expert_weights(cfg, neuron_config)
+        neuron_config.dsv3_weights = _resolved_weights(cfg, neuron_config)
 
     def fp8_expert_grid(self) -> Fp8ExpertGrid | None:
         """The device grid of FP8 routed experts (None: BF16 experts); moe_tp as NxD's MoE groups have it."""
         neuron_config = self.neuron_config
-        if neuron_config.dsv3_expert_weights != "fp8-experts":
+        if neuron_config.dsv3_weights not in FP8_EXPERT_FORMATS:
             return None
         return fp8_expert_grid(self.model_config(), neuron_config.tp_degree // neuron_config.moe_ep_degree)
+
+    def fp8_linears(self) -> bool:
+        """Whether the other linears `dsv3_config.inventory.fp8_linears` names are held FP8 (weights `fp8`)."""
+        return bool(self.neuron_config.dsv3_weights == "fp8")
 
     def validate_config(self) -> None:
         super().validate_config()
@@ -157,7 +179,7 @@ class Dsv3InferenceConfig(InferenceConfig):
         if neuron_config.hybrid_sharding_config is not None:
             enabled.append("hybrid_sharding_config")
         if enabled:
-            hint = " (FP8 routed experts: dsv3_expert_weights='fp8-experts')" if "quantized" in enabled else ""
+            hint = " (FP8 weights: dsv3_weights='fp8-experts' or 'fp8')" if "quantized" in enabled else ""
             raise ValueError(
                 f"Dsv3InferenceConfig: NeuronConfig options not supported by the dsv3 layers: {enabled}{hint}"
             )
@@ -231,27 +253,25 @@ class Dsv3InferenceConfig(InferenceConfig):
         return ["dsv3_hf_config", "num_local_experts", "dense_intermediate_size", "head_dim"]
 
 
-def _expert_weights(cfg: ModelConfig, neuron_config: Any) -> str:
-    """`dsv3_expert_weights` resolved: as asked, or FP8 routed experts for an FP8 checkpoint where they run.
+def _resolved_weights(cfg: ModelConfig, neuron_config: Any) -> str:
+    """`dsv3_weights` resolved: as asked, or FP8 routed experts for an FP8 checkpoint where they run.
 
     CPU mode in BF16 is the one place they do not: NxDI's `to_cpu()` calls `.bfloat16()` on the model, which
     casts FP8 parameters too (`models/application_base.py:599-602`); the default there is BF16 experts.
     """
-    asked = neuron_config.dsv3_expert_weights
+    asked = neuron_config.dsv3_weights
     cpu_low_precision = bool(neuron_config.on_cpu) and neuron_config.torch_dtype != torch.float32
     if asked is None:
         default = default_weight_format(cfg)
         return "bf16" if cpu_low_precision else default
-    if asked not in DEVICE_WEIGHT_FORMATS:
-        raise ConfigError(f"Dsv3NeuronConfig: dsv3_expert_weights={asked!r}; known: {', '.join(DEVICE_WEIGHT_FORMATS)}")
-    if asked == "fp8-experts" and cfg.quantization_config is None:
+    if asked != "bf16" and cfg.quantization_config is None:
         raise ConfigError(
-            "Dsv3NeuronConfig: dsv3_expert_weights='fp8-experts' needs an FP8 checkpoint (config.json has no "
-            "quantization_config); BF16 experts are not quantized here"
+            f"Dsv3NeuronConfig: dsv3_weights={asked!r} needs an FP8 checkpoint (config.json has no "
+            "quantization_config); BF16 weights are not quantized here"
         )
-    if asked == "fp8-experts" and cpu_low_precision:
+    if asked != "bf16" and cpu_low_precision:
         raise ConfigError(
-            "Dsv3NeuronConfig: dsv3_expert_weights='fp8-experts' with on_cpu and "
+            f"Dsv3NeuronConfig: dsv3_weights={asked!r} with on_cpu and "
             f"torch_dtype={neuron_config.torch_dtype}: NxDI's to_cpu() casts FP8 parameters to that dtype; "
             "use torch_dtype=float32 on CPU"
         )

@@ -7,6 +7,7 @@ The swap is NxD's own (`quantization/quantize.py` `convert` calls `from_float` o
 Each stack gets its own block size (`dsv3_config.inventory.fp8_experts`): a checkpoint block refined to
 divide each rank's slice. In the forward, NxD dequantizes the selected weights to the activation dtype
 (`blockwise_scale_dequantize`) and runs the BF16 matmul (docs/nxdi-contract.md, section "FP8 experts").
+`from_float` is the swap itself, shared with the other FP8 linears (`fp8_linears.py`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from neuronx_distributed.quantization.quantization_layers import (
 
 from dsv3_config.inventory.fp8_experts import Block, Fp8ExpertGrid
 
-BLOCK_AXES = [1, 2]  # (in, out) of NxD's [E, in, out] stacks
+BLOCK_AXES = (1, 2)  # (in, out) of NxD's [E, in, out] stacks
 
 
-def _q_config(block: Block) -> dict[str, Any]:
+def blockwise_q_config(block: Block, axes: tuple[int, ...]) -> dict[str, Any]:
+    """NxD's blockwise FP8 (e4m3, fp32 scales) q_config with `block` elements along `axes` of the weight."""
     q_config = dict(get_default_blockwise_custom_qconfig_dict())
-    q_config.update(quantized_dtype=QuantizedDtype.F8E4M3, block_axis=list(BLOCK_AXES), block_size=list(block))
+    q_config.update(quantized_dtype=QuantizedDtype.F8E4M3, block_axis=list(axes), block_size=list(block))
     return q_config
 
 
@@ -45,14 +47,20 @@ def quantize_routed_experts(moe: Any, grid: Fp8ExpertGrid) -> None:
         raise ValueError(
             f"FP8 expert grid {grid} does not divide the {per_rank} intermediate columns per rank (moe_tp {moe_tp})"
         )
+    gate_up, down = blockwise_q_config(grid.gate_up, BLOCK_AXES), blockwise_q_config(grid.down, BLOCK_AXES)
+    mlp_op.gate_up_proj = from_float(QuantizedExpertFusedColumnParallel, mlp_op.gate_up_proj, gate_up)
+    mlp_op.down_proj = from_float(QuantizedExpertFusedRowParallel, mlp_op.down_proj, down)
+
+
+def from_float(quantized_cls: Any, layer: Any, q_config: dict[str, Any]) -> Any:
+    """NxD's `quantized_cls.from_float(layer, q_config)` (what NxD's `convert` calls), its parameters shaped for
+    the checkpoint's values (`_parameters_from_checkpoint`) and without a second copy of its weight."""
     with _parameters_from_checkpoint():
-        gate_up = QuantizedExpertFusedColumnParallel.from_float(mlp_op.gate_up_proj, _q_config(grid.gate_up))
-        mlp_op.gate_up_proj = gate_up
-        mlp_op.down_proj = QuantizedExpertFusedRowParallel.from_float(mlp_op.down_proj, _q_config(grid.down))
-    for layer in (mlp_op.gate_up_proj, mlp_op.down_proj):
-        # AOT mode hands the weight itself back as the "master" copy (`parallel_layers/layers.py:139-140`), which
-        # would put it in the state dict twice; without a master copy (keep_master_weight off) it is None.
-        layer.master_weight = None
+        quantized = quantized_cls.from_float(layer, q_config)
+    # AOT mode hands the weight itself back as the "master" copy (`parallel_layers/layers.py:139-140`), which
+    # would put it in the state dict twice; without a master copy (keep_master_weight off) it is None.
+    quantized.master_weight = None
+    return quantized
 
 
 @contextmanager

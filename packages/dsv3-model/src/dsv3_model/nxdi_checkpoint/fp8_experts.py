@@ -12,6 +12,10 @@ most 2^-10, so each weight by at most 2^-10 * 2 s = 2^-9 s (s its block's `weigh
 Clamping to +-240 (what the GLM-5.2 contrib port does) would instead cut every |q| > 240 by up to 46%.
 The largest stored value is 224.
 
+The other FP8 linears (weight format `fp8`, `dsv3_config.inventory.fp8_linears`) are halved the same way and
+keep the checkpoint's `[out, in]` orientation; their scale grid is the checkpoint's sampled once per device
+block, doubled (`linear_scales`).
+
 Stacks are NxD's transposes (`[E, in, out]`, gate then up in `gate_up_proj`) of the per-expert HF `[out, in]`
 matrices, and each scale is the checkpoint's `weight_scale_inv` block the device block lies in, times 2
 (`dsv3_config.inventory.fp8_experts` has the grid).
@@ -52,6 +56,25 @@ def expert_scales(
     per_source = out_per_source // b_out
     source, within = out_idx // per_source, out_idx % per_source
     checkpoint_row = within * b_out // rows
-    checkpoint_col = torch.arange(*in_blocks) * b_in // cols
+    checkpoint_col = _covering(in_blocks, b_in, cols)
     grids = torch.stack([grid.float() for grid in scale_invs])
     return grids[source[None, :], checkpoint_row[None, :], checkpoint_col[:, None]] * RESCALE
+
+
+def linear_scales(
+    scale_inv: torch.Tensor,
+    device_block: Block,
+    checkpoint_block: Block,
+    out_blocks: tuple[int, int],
+    in_blocks: tuple[int, int],
+) -> torch.Tensor:
+    """Device scales `[out_blocks, in_blocks]` (a box of an `[out, in]` linear's `[out / b_out, in / b_in]` grid,
+    NxD's blockwise `Quantized*Parallel` layout) from the linear's `weight_scale_inv` grid (same orientation)."""
+    (b_out, b_in), (rows, cols) = device_block, checkpoint_block
+    checkpoint_row, checkpoint_col = _covering(out_blocks, b_out, rows), _covering(in_blocks, b_in, cols)
+    return scale_inv.float()[checkpoint_row[:, None], checkpoint_col[None, :]] * RESCALE
+
+
+def _covering(blocks: tuple[int, int], device: int, checkpoint: int) -> torch.Tensor:
+    """The checkpoint block (along one dim) each device block `[start, end)` lies in (`device` divides it)."""
+    return torch.arange(*blocks) * device // checkpoint

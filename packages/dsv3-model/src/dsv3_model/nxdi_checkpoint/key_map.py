@@ -33,12 +33,13 @@ RENAMES: dict[str, tuple[str, tuple[int, ...] | None]] = {
 EXPERT_STACK_KEYS = tuple(name for name, order in RENAMES.values() if order is not None)
 
 
-def expert_scale_key(stack_key: str) -> str:
-    """The fp32 block-scale grid of an FP8 expert stack: NxD's quantized layers name it `scale` (`...proj.scale`)."""
-    return stack_key.removesuffix("weight") + "scale"
+def scale_key(weight_key: str) -> str:
+    """The fp32 block-scale grid of an FP8 expert stack or linear: NxD's quantized layers name it `scale`
+    (`...proj.scale`)."""
+    return weight_key.removesuffix("weight") + "scale"
 
 
-EXPERT_SCALE_KEYS = tuple(expert_scale_key(name) for name in EXPERT_STACK_KEYS)
+EXPERT_SCALE_KEYS = tuple(scale_key(name) for name in EXPERT_STACK_KEYS)
 
 
 @dataclass(frozen=True)

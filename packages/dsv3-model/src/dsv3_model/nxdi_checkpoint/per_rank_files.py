@@ -20,9 +20,11 @@ at a time for the expert stacks), from only the source rows that block needs (`C
 `dequantize_fp8_slice` dequantizes only the FP8 blocks touched). The cost is I/O: a tensor split along a
 column dimension is read once per rank.
 
-Routed experts of an FP8 checkpoint stay FP8 by default (`expert_weights`, the adapter's
-`dsv3_expert_weights`): each rank file holds its slice of the halved FP8 stacks and of their fp32 scale grids
-(`fp8_experts.py`), read raw from the checkpoint's rows and `weight_scale_inv` grids, never dequantized.
+Routed experts of an FP8 checkpoint stay FP8 by default (`weights`, the adapter's `dsv3_weights`, format
+`fp8-experts`): each rank file holds its slice of the halved FP8 stacks and of their fp32 scale grids
+(`fp8_experts.py`), read raw from the checkpoint's rows and `weight_scale_inv` grids, never dequantized. Format
+`fp8` keeps the other linears `dsv3_config.inventory.fp8_linears` names FP8 the same way (weights halved, their
+scale grids sampled per device block).
 
 With expert parallelism (`ep_degree` > 1, NeuronConfig `moe_ep_degree`, `moe_tp_degree = tp / ep`) each rank
 file holds only its `E / ep` experts (read expert by expert, nothing else of the stacks) and the
@@ -40,20 +42,17 @@ import torch
 
 from dsv3_config import ModelConfig
 from dsv3_config.inventory.fp8_experts import Fp8ExpertGrid, fp8_expert_grid
-from dsv3_config.inventory.placements import default_weight_format
+from dsv3_config.inventory.placements import DEVICE_WEIGHT_FORMATS, FP8_EXPERT_FORMATS, default_weight_format
 from dsv3_model.nxdi_checkpoint.key_map import HF_MODEL_PREFIX
-from dsv3_model.nxdi_checkpoint.shard_plan import NxdiRanks, nxdi_shard_plan
-from dsv3_model.nxdi_checkpoint.state_dict import (
+from dsv3_model.nxdi_checkpoint.neuron_tensors import (
     SCALE_SUFFIX,
-    Box,
     NeuronTarget,
     NeuronTensor,
-    SourceRead,
-    check_fp8_experts,
-    convert_tensor,
     fp8_block,
     neuron_tensors,
 )
+from dsv3_model.nxdi_checkpoint.shard_plan import NxdiRanks, nxdi_shard_plan
+from dsv3_model.nxdi_checkpoint.state_dict import Box, SourceRead, check_fp8_sources, convert_tensor
 from dsv3_weights.destination import Manifest, job_fingerprint, locked
 from dsv3_weights.fp8 import CHUNK_BYTES, dequantize_fp8_slice
 from dsv3_weights.progress import Progress, Summary
@@ -79,14 +78,14 @@ def write_per_rank_files(
     tp_degree: int,
     ep_degree: int = 1,
     dtype: torch.dtype = torch.bfloat16,
-    expert_weights: str | None = None,
+    weights: str | None = None,
     progress: bool = False,
 ) -> Summary:
     """Write `dst/weights/tp{r}_sharded_checkpoint.safetensors` for r < tp_degree (`rank_file_name`).
 
     `dst` is the NxDI compiled-model directory (`model.pt`, `neuron_config.json` live next to `weights/`);
-    `dtype` is the NeuronConfig `torch_dtype` the model is compiled with, `expert_weights` the model's
-    `dsv3_expert_weights` (`bf16` or `fp8-experts`; None: the default for the checkpoint). Returns the job
+    `dtype` is the NeuronConfig `torch_dtype` the model is compiled with, `weights` the model's `dsv3_weights`
+    (`DEVICE_WEIGHT_FORMATS`; None: the default for the checkpoint). Returns the job
     summary (bytes read and written, time, peak RSS); `progress` shows a bar on a terminal.
     """
     ranks = NxdiRanks(tp_degree, ep_degree)
@@ -94,14 +93,13 @@ def write_per_rank_files(
     with CheckpointReader(src) as reader:
         cfg = check_source(reader)
         hf_key = {key.removeprefix(HF_MODEL_PREFIX): key for key in reader}
-        weights = default_weight_format(cfg) if expert_weights is None else expert_weights
+        weights = default_weight_format(cfg) if weights is None else weights
         grid = _expert_grid(cfg, weights, ranks.moe_tp)
-        tensors = neuron_tensors(cfg, NeuronTarget(dtype, tp_degree, tp_degree, ep_degree, grid))  # shapes checked
-        if grid is not None:
-            check_fp8_experts(
-                tensors, {key.removeprefix(HF_MODEL_PREFIX): reader.dtype(key) for key in reader}, str(src)
-            )
-        plan = nxdi_shard_plan(cfg, ep_degree, grid)
+        fp8_linears = weights == "fp8"
+        target = NeuronTarget(dtype, tp_degree, tp_degree, ep_degree, grid, fp8_linears)
+        tensors = neuron_tensors(cfg, target)  # shapes checked
+        check_fp8_sources(tensors, {key.removeprefix(HF_MODEL_PREFIX): reader.dtype(key) for key in reader}, str(src))
+        plan = nxdi_shard_plan(cfg, ep_degree, grid, fp8_linears)
         by_name = {tensor.name: tensor for tensor in tensors}
         rank_ranges = [
             {t.name: dim_ranges(t.shape, plan[t.name], ranks.coordinate(t.name, rank)) for t in tensors}
@@ -126,11 +124,9 @@ def write_per_rank_files(
 
 
 def _expert_grid(cfg: ModelConfig, weights: str, moe_tp: int) -> Fp8ExpertGrid | None:
-    if weights == "bf16":
-        return None
-    if weights != "fp8-experts":
-        raise ValueError(f"expert_weights must be 'bf16' or 'fp8-experts', got {weights!r}")
-    return fp8_expert_grid(cfg, moe_tp)
+    if weights not in DEVICE_WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {', '.join(DEVICE_WEIGHT_FORMATS)}, got {weights!r}")
+    return fp8_expert_grid(cfg, moe_tp) if weights in FP8_EXPERT_FORMATS else None
 
 
 def _range_shape(ranges: Ranges) -> tuple[int, ...]:

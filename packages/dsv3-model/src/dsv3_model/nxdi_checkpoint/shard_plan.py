@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from dsv3_config import MeshCoordinate, ModelConfig, ShardPlan, Split
 from dsv3_config.inventory.fp8_experts import Fp8ExpertGrid
-from dsv3_model.nxdi_checkpoint.key_map import EXPERT_SCALE_KEYS, EXPERT_STACK_KEYS, expert_scale_key, nxdi_tensors
-from dsv3_model.nxdi_checkpoint.state_dict import Kind, NeuronTarget, neuron_tensors
+from dsv3_model.nxdi_checkpoint.key_map import EXPERT_SCALE_KEYS, EXPERT_STACK_KEYS, nxdi_tensors
+from dsv3_model.nxdi_checkpoint.neuron_tensors import Kind, NeuronTarget, neuron_tensors
 
 TP_VECTOR = (Split(dim=0, mesh_axis="tp"),)
 # NxD groups 32 contiguous ranks differently on trn2 once 64 ranks run at logical core size 2 (its
@@ -67,13 +67,22 @@ class NxdiRanks:
         return MeshCoordinate(tp_rank=rank, tp_size=self.tp_degree)
 
 
-def nxdi_shard_plan(cfg: ModelConfig, ep_degree: int = 1, expert_grid: Fp8ExpertGrid | None = None) -> ShardPlan:
+def nxdi_shard_plan(
+    cfg: ModelConfig, ep_degree: int = 1, expert_grid: Fp8ExpertGrid | None = None, fp8_linears: bool = False
+) -> ShardPlan:
     """Placement of every key `convert_hf_to_neuron_state_dict` produces (for `NxdiRanks.coordinate`); with
-    `expert_grid`, each FP8 stack's scale grid is split exactly as its stack (NxD marks it so,
-    `quantization/quantization_layers.py:284-291`), one scale block per device block."""
+    `expert_grid` (and `fp8_linears`), each FP8 stack's (linear's) scale grid is split along its weight's dim
+    (NxD marks it so, `quantization/quantization_layers.py:284-291`), one scale block per device block. A
+    linear's split drops the weight's head `unit`: the heads divide evenly over tp (`Dsv3InferenceConfig`), so
+    each rank's rows are whole heads and whole device blocks either way."""
     plan: ShardPlan = {tensor.name: tensor.placement for tensor in nxdi_tensors(cfg)}
-    if expert_grid is not None:
-        plan.update({expert_scale_key(name): plan[name] for name in list(plan) if name.endswith(EXPERT_STACK_KEYS)})
-    vectors = neuron_tensors(cfg, NeuronTarget.for_keys(ep_degree))
-    plan.update({tensor.name: TP_VECTOR for tensor in vectors if tensor.kind not in (Kind.COPY, Kind.STACKED)})
+    target = NeuronTarget.for_keys(ep_degree, expert_grid, fp8_linears)
+    for tensor in neuron_tensors(cfg, target):
+        if tensor.kind == Kind.EXPERT_SCALE:
+            plan[tensor.name] = plan[tensor.name.removesuffix("scale") + "weight"]
+        elif tensor.kind == Kind.LINEAR_SCALE:
+            weight = plan[tensor.name.removesuffix("scale") + "weight"]
+            plan[tensor.name] = tuple(Split(dim=split.dim, mesh_axis=split.mesh_axis) for split in weight)
+        elif tensor.kind not in (Kind.COPY, Kind.STACKED):
+            plan[tensor.name] = TP_VECTOR
     return plan
