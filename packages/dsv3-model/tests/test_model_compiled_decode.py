@@ -145,3 +145,41 @@ def test_auto_compiles_where_the_record_says_it_repays_and_only_once() -> None:
     assert again.decode_path.endswith("compiled")
     assert counters["stats"]["unique_graphs"] == graphs
     assert not counters["recompiles"]
+
+
+def _logits_on_tokens(model: DeepseekForCausalLM, step_fn, prompt: list[int], tokens: list[int]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Eager prefill of one prompt, then one step per given token through `step_fn`: fp32 logits [steps, V]."""
+    caches = model.new_cache(1, len(prompt) + len(tokens))
+    model(torch.tensor([prompt]), torch.arange(len(prompt))[None], caches, torch.tensor([len(prompt)]))
+    out = []
+    for i, token in enumerate(tokens):
+        out.append(step_fn(torch.tensor([token]), torch.tensor([len(prompt) + i]), caches)[0].float())
+    return torch.stack(out)
+
+
+@pytest.mark.slow
+@torch.inference_mode()
+def test_compiled_bf16_one_row_steps_are_as_close_to_fp32_as_eager_bf16() -> None:
+    """bf16, one row: the fused reductions (fp32 accumulation over bf16 operands) on the fp32 model's greedy
+    tokens. Reference: the fp32 model. Bound, on the median over steps of each step's largest logit error:
+    twice the eager bf16 model's, plus one bf16 ulp of the logit scale (2**-8 relative): the two bf16 paths
+    round at different places, neither is exact; the median, since a rounding may flip a near-tied expert
+    choice in one step (`test_model_fp8_resident` saw one). (Before `_realized_f32` copied its input, a view at an offset read the
+    wrong values here: 0.5 off on logits of scale 2.)"""
+    import copy
+
+    model32 = tiny_model("tiny")
+    model16 = copy.deepcopy(model32).to(torch.bfloat16)
+    prompt = PROMPTS[0]
+    tokens = generate(model32, [prompt], max_new_tokens=8, compile_decode=False).tokens[0]
+
+    def eager_step(model: DeepseekForCausalLM):  # type: ignore[no-untyped-def]
+        return lambda ids_B, pos_B, caches: model(ids_B[:, None], pos_B[:, None], caches, torch.ones_like(pos_B))[:, 0]
+
+    want = _logits_on_tokens(model32, eager_step(model32), prompt, tokens)
+    eager_errors = (_logits_on_tokens(model16, eager_step(model16), prompt, tokens) - want).abs().amax(dim=-1)
+    torch._dynamo.reset()
+    compiled16 = _logits_on_tokens(model16, CompiledDecodeStep(model16), prompt, tokens)
+    compiled_errors = (compiled16 - want).abs().amax(dim=-1)
+    bound = 2 * float(eager_errors.median()) + 2**-8 * float(want.abs().max())
+    assert float(compiled_errors.median()) <= bound

@@ -157,3 +157,42 @@ def test_compiled_decode_of_the_resident_model_matches_its_eager_decode(fp8_dir,
     assert compiled.step_logits_BNV is not None
     assert eager.step_logits_BNV is not None
     torch.testing.assert_close(compiled.step_logits_BNV, eager.step_logits_BNV, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow  # compiles (about 20-40 s on 2 cores)
+@torch.inference_mode()
+def test_compiled_bf16_one_row_decode_of_the_resident_model_is_as_close_to_fp32_as_eager_bf16(fp8_dir):
+    """bf16, one row: FP8 bytes decoded and rounded to bf16 in integers inside the fused reductions, stepped on
+    the fp32 model's greedy tokens. Reference: the fp32 resident model (bit-equal to the dequantized one, above).
+    Bound, on the median over steps of each step's largest error: within twice the eager bf16 model's plus one
+    bf16 ulp of the logit scale (the two bf16 paths round at different places; neither is exact). The median,
+    because a bf16 rounding may flip one near-tied expert choice in one step (measured: one step of 8 at 0.95,
+    in the compiled dequantized bf16 model too), which a wrong product would not limit to one step."""
+    import torch._dynamo
+
+    from dsv3_model.compiled_decode import CompiledDecodeStep
+
+    def load(dtype: torch.dtype):  # type: ignore[no-untyped-def]
+        return load_causal_lm(fp8_dir, dtype=dtype, include_mtp=False, weights="fp8-resident", kernels="reference")
+
+    prompt, model32, model16 = IDS[:9], load(torch.float32), load(torch.bfloat16)
+    tokens = generate(model32, [prompt], 8, compile_decode=False).tokens[0]
+
+    def logits(model, step):  # type: ignore[no-untyped-def]
+        caches = model.new_cache(1, len(prompt) + len(tokens))
+        model(torch.tensor([prompt]), torch.arange(len(prompt))[None], caches, torch.tensor([len(prompt)]))
+        ids = [torch.tensor([t]) for t in tokens]
+        return torch.stack([step(ids[i], torch.tensor([len(prompt) + i]), caches)[0].float() for i in range(len(ids))])
+
+    def eager(model):  # type: ignore[no-untyped-def]
+        return lambda ids_B, pos_B, caches: model(ids_B[:, None], pos_B[:, None], caches, torch.ones_like(pos_B))[:, 0]
+
+    def step_errors(got: torch.Tensor) -> torch.Tensor:  # per step, the largest logit error
+        return (got - want).abs().amax(dim=-1)
+
+    want = logits(model32, eager(model32))
+    eager_errors = step_errors(logits(model16, eager(model16)))
+    torch._dynamo.reset()
+    compiled_errors = step_errors(logits(model16, CompiledDecodeStep(model16)))
+    bound = 2 * float(eager_errors.median()) + 2**-8 * float(want.abs().max())
+    assert float(compiled_errors.median()) <= bound

@@ -35,9 +35,12 @@ aten = torch.ops.aten
 
 
 def _realized_f32(t: torch.Tensor) -> torch.Tensor:
-    """`t` as a buffer of its own (inductor lowers `as_strided` by realizing its input), in fp32."""
-    t = torch.as_strided(t, t.shape, t.stride())
-    return t if t.dtype == torch.float64 else t.float()
+    """`t` as a buffer of its own, in fp32: a contiguous copy, which inductor must realize because `as_strided`
+    reads it through its storage. (`as_strided` straight on `t` is wrong where `t` is a view at an offset, such
+    as the up half of `[gate | up]`: inductor's lowering takes a missing offset as 0.)"""
+    copy = t.clone(memory_format=torch.contiguous_format)
+    copy = torch.as_strided(copy, copy.shape, copy.stride(), 0)
+    return copy if copy.dtype == torch.float64 else copy.float()
 
 
 def _applies(rows: int, *tensors: torch.Tensor) -> bool:
