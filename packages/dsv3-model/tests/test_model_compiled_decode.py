@@ -164,8 +164,8 @@ def test_compiled_bf16_one_row_steps_are_as_close_to_fp32_as_eager_bf16() -> Non
     tokens. Reference: the fp32 model. Bound, on the median over steps of each step's largest logit error:
     twice the eager bf16 model's, plus one bf16 ulp of the logit scale (2**-8 relative): the two bf16 paths
     round at different places, neither is exact; the median, since a rounding may flip a near-tied expert
-    choice in one step (`test_model_fp8_resident` saw one). (Before `_realized_f32` copied its input, a view at an offset read the
-    wrong values here: 0.5 off on logits of scale 2.)"""
+    choice in one step (`test_model_fp8_resident` saw one). (Before `_realized_f32` copied its input, a view
+    at an offset read the wrong values here: 0.5 off on logits of scale 2.)"""
     import copy
 
     model32 = tiny_model("tiny")
