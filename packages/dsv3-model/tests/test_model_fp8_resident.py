@@ -19,7 +19,7 @@ from dsv3_model.fp8_linear import Fp8BlockLinear
 from dsv3_model.generation import generate, teacher_forced_logits
 from dsv3_model.loading import load_causal_lm
 from dsv3_moe.eager_choice import pinned
-from dsv3_weights.fp8 import dequantize_traceable
+from dsv3_weights.fp8 import dequantize_traceable_f32
 from dsv3_weights.reader import CheckpointReader
 from dsv3_weights.synthetic import make_checkpoint
 
@@ -97,7 +97,7 @@ def test_quantized_weights_stay_fp8_and_dequantize_per_block(fp8_dir):
     assert torch.equal(chosen_gate_up[0], gate_up.float())
     assert torch.equal(chosen_down[0], got_down.float())
     layer = attention.kv_a_proj_with_mqa
-    assert torch.equal(dequantize_traceable(layer.weight, layer.weight_scale_inv, block, torch.float32), want)
+    assert torch.equal(dequantize_traceable_f32(layer.weight, layer.weight_scale_inv, block, torch.float32), want)
 
 
 def test_resident_model_holds_about_one_byte_per_quantized_parameter(fp8_dir):

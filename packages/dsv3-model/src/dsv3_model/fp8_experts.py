@@ -21,7 +21,13 @@ import torch
 from dsv3_model.fp8_module import Fp8Module
 from dsv3_moe import ExpertOperands, static_swiglu
 from dsv3_moe.eager_choice import expert_loop
-from dsv3_weights.fp8 import dequantize_fp8_blocks, dequantize_rows_traceable_f32, dequantize_traceable_f32, scale_grid
+from dsv3_weights.fp8 import (
+    dequantize_fp8_blocks,
+    dequantize_rows_traceable_f32,
+    dequantize_traceable_f32,
+    scale_grid,
+    scale_rows,
+)
 
 
 class Fp8GroupedExperts(Fp8Module):
@@ -92,8 +98,8 @@ class Fp8GroupedExperts(Fp8Module):
             down_PHI, down_scale = down_PHI[experts_P], down_scale[experts_P]
         dtype, inter, (block_rows, block_cols) = self.products_dtype, self.intermediate_size, self.block
         rows = gate_up_scale.shape[1] // 2
-        halves = [gate_up_scale[:, h * rows : (h + 1) * rows].repeat_interleave(block_rows, dim=1) for h in (0, 1)]
-        scale_PXGc = torch.cat([half[:, :inter] for half in halves], dim=1)
+        halves = [scale_rows(gate_up_scale[:, h * rows : (h + 1) * rows], block_rows, inter) for h in (0, 1)]
+        scale_PXGc = torch.cat(halves, dim=1)
         gate_up = dequantize_rows_traceable_f32(gate_up_PXH, scale_PXGc, block_cols, dtype)
         return gate_up, dequantize_traceable_f32(down_PHI, down_scale, self.block, dtype)
 

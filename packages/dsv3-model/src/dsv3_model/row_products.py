@@ -7,12 +7,12 @@ weight at 22 GB/s (MKL) or 65 GB/s (oneDNN, prepacked), plus a call's fixed cost
 same product written `(x[:, :, None] * w_KN[None]).sum(1)` compiles to one vectorized C++ loop that read the
 32000 x 1024 fp32 `lm_head` at 73 GB/s there, and that fuses the weight's own producers: a routed expert's
 weights gathered by index (`w[idx]`) are read in place, never copied, and an FP8 weight is decoded to fp32
-inside the loop (`dsv3_weights.fp8.dequantize_traceable`), so each weight byte crosses the memory bus once.
+inside the loop (`dsv3_weights.fp8.dequantize_traceable_f32`), so each weight byte crosses the memory bus once.
 
 Two details keep the loop at bandwidth:
-- The activation is realized before the product (`as_strided`, which inductor cannot inline): otherwise
-  inductor recomputes its producer (an RMSNorm, a SwiGLU) once per output feature, 32000 times for the
-  `lm_head`, which made that loop compute-bound (42 GB/s).
+- The activation is realized before the product (`_realized_f32`: a copy read through `as_strided`, which
+  inductor cannot inline): otherwise inductor recomputes its producer (an RMSNorm, a SwiGLU) once per output
+  feature, 32000 times for the `lm_head`, which made that loop compute-bound (42 GB/s).
 - Products accumulate in fp32 whatever the dtype (as MKL and oneDNN do for bf16), rounded once at the end.
 
 Chosen by static facts only: a CPU tensor and one row (`ROW_PRODUCT_MAX_ROWS`), so a prefill, a batch, and
@@ -53,11 +53,15 @@ def _applies(rows: int, *tensors: torch.Tensor) -> bool:
     return applies
 
 
+def _one_row_product(a_MK: torch.Tensor, b_KN: torch.Tensor) -> torch.Tensor:
+    """fp32 `a @ b` as a multiply-and-sum over K."""
+    return (_realized_f32(a_MK)[:, :, None] * b_KN[None].float()).sum(1)
+
+
 def row_mm(a_MK: torch.Tensor, b_KN: torch.Tensor, out_dtype: torch.dtype | None = None) -> Any:
     if not _applies(a_MK.shape[0], a_MK, b_KN):
         return NotImplemented
-    out_MN = (_realized_f32(a_MK)[:, :, None] * b_KN[None].float()).sum(1)
-    return out_MN.to(out_dtype or a_MK.dtype)
+    return _one_row_product(a_MK, b_KN).to(out_dtype or a_MK.dtype)
 
 
 def row_addmm(
@@ -70,8 +74,7 @@ def row_addmm(
 ) -> Any:
     if not _applies(a_MK.shape[0], a_MK, b_KN):
         return NotImplemented
-    out_MN = (_realized_f32(a_MK)[:, :, None] * b_KN[None].float()).sum(1)
-    return (alpha * out_MN + beta * c_MN.float()).to(out_dtype or a_MK.dtype)
+    return (alpha * _one_row_product(a_MK, b_KN) + beta * c_MN.float()).to(out_dtype or a_MK.dtype)
 
 
 def row_bmm(a_BMK: torch.Tensor, b_BKN: torch.Tensor, out_dtype: torch.dtype | None = None) -> Any:

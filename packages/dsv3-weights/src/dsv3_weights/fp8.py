@@ -36,9 +36,10 @@ def chunk_rows(num_cols: int, block_rows: int) -> int:
     return max(block_rows, CHUNK_BYTES // (4 * max(num_cols, 1)) // block_rows * block_rows)
 
 
-def _scale_rows(scale_GrGc: torch.Tensor, block_rows: int, num_rows: int) -> torch.Tensor:
-    """Each row's scales `[R, Gc]` in fp32: row-block scales repeated `br` times, cropped."""
-    return scale_GrGc.float().repeat_interleave(block_rows, dim=0)[:num_rows]
+def scale_rows(scale_GrGc: torch.Tensor, block_rows: int, num_rows: int) -> torch.Tensor:
+    """Each row's scales `[..., R, Gc]` in fp32: row-block scales repeated `br` times, cropped (any leading
+    dims; traceable)."""
+    return scale_GrGc.float().repeat_interleave(block_rows, dim=-2)[..., :num_rows, :]
 
 
 def _apply_scales(
@@ -117,7 +118,7 @@ def dequantize_fp8_chunks(
     step = chunk_rows(num_cols, block[0])
     for r0 in range(0, num_rows, step):
         r1 = min(r0 + step, num_rows)
-        scale_RGc = _scale_rows(scale_GrGc[r0 // block[0] : -(-r1 // block[0])], block[0], r1 - r0)
+        scale_RGc = scale_rows(scale_GrGc[r0 // block[0] : -(-r1 // block[0])], block[0], r1 - r0)
         yield _apply_scales(weight_MN[r0:r1], scale_RGc, block[1], multiply=True, out_dtype=out_dtype)
 
 
@@ -144,21 +145,14 @@ def dequantize_fp8_blocks(
     return out_MN
 
 
-def dequantize_traceable(
-    weight_MN: torch.Tensor, scale_GrGc: torch.Tensor, block: tuple[int, int], dtype: torch.dtype
-) -> torch.Tensor:
-    """`weight * scale` per block over the last two dims (any leading dims), with static shapes and no host
-    sync: for compiled and traced steps. Each value is the exactly rounded fp32 product of the same two
-    factors as `dequantize_fp8_blocks`', hence the same value."""
-    return dequantize_traceable_f32(weight_MN, scale_GrGc, block, dtype).to(dtype)
-
-
 def dequantize_traceable_f32(
     weight_MN: torch.Tensor, scale_GrGc: torch.Tensor, block: tuple[int, int], rounded_to: torch.dtype
 ) -> torch.Tensor:
-    """`dequantize_traceable(...).float()`, computed without leaving fp32: what a compiled product fuses
-    (`round_values_traceable` says why)."""
-    scale_MGc = scale_GrGc.float().repeat_interleave(block[0], dim=-2)[..., : weight_MN.shape[-2], :]
+    """`weight * scale` per block over the last two dims (any leading dims), rounded to `rounded_to`'s
+    precision and held in fp32, with static shapes and no host sync: for compiled and traced steps, which
+    fuse it into their products (`round_values_traceable` says why fp32). Each value is the exactly rounded
+    fp32 product of the same two factors as `dequantize_fp8_blocks`', hence the same value."""
+    scale_MGc = scale_rows(scale_GrGc, block[0], weight_MN.shape[-2])
     return dequantize_rows_traceable_f32(weight_MN, scale_MGc, block[1], rounded_to)
 
 
@@ -245,6 +239,6 @@ def quantize_fp8_blocks(weight_MN: torch.Tensor, block: tuple[int, int]) -> tupl
     padded = torch.nn.functional.pad(weight_MN.float().abs(), (0, pad_cols, 0, pad_rows))
     amax_GrGc = padded.view(grid[0], block[0], grid[1], block[1]).amax(dim=(1, 3))
     scale_GrGc = torch.where(amax_GrGc > 0, amax_GrGc / FP8_MAX, torch.ones_like(amax_GrGc))
-    scale_RGc = _scale_rows(scale_GrGc, block[0], num_rows)
+    scale_RGc = scale_rows(scale_GrGc, block[0], num_rows)
     quantized = _apply_scales(weight_MN, scale_RGc, block[1], multiply=False, out_dtype=torch.float32)
     return quantized.clamp_(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale_GrGc
