@@ -44,6 +44,12 @@ def precision_of(case: str, impl: str) -> str | None:
     return None
 
 
+def model_dtype(case: str) -> str:
+    """The model dtype a case names ("medium bfloat16 p256+d64" -> "bf16"), or "" if none."""
+    words = case.lower().split()
+    return next((short for short, (long, _) in PRECISIONS.items() if long in words), "")
+
+
 Row = tuple[str, str, str, str]  # (precision, run shape like "p256+d64", engine, transformers version)
 
 
@@ -59,6 +65,8 @@ def head_to_head(records: list[dict[str, object]]) -> list[str]:
             continue
         if is_ours(impl) or impl.startswith("llama.cpp"):
             tf = "-"  # not transformers: the same code under either venv, shown once (the first)
+        if precision == "8-bit" and is_ours(impl):
+            impl = f"{impl} {model_dtype(case)}"  # FP8 weights under an fp32 and a bf16 model: two rows
         row = rows.setdefault((precision, case.split()[-1], impl, tf), {})
         row.setdefault(str(r["metric"]), float(r["value"]))  # type: ignore[arg-type]
     llama = {(p, shape): row for (p, shape, impl, _), row in rows.items() if impl.startswith("llama.cpp")}

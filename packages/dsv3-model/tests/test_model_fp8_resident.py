@@ -112,6 +112,19 @@ def test_resident_model_holds_about_one_byte_per_quantized_parameter(fp8_dir):
     assert held < 0.51 * dense_bytes
 
 
+def test_the_lm_head_keeps_the_checkpoints_bf16_in_an_fp32_model(fp8_dir):
+    """Stored BF16 (what the checkpoint holds), also after `.to(float32)`, with products in fp32: the logits
+    stay the dequantized model's bit for bit (test above), from half the bytes."""
+    with CheckpointReader(fp8_dir) as reader:
+        stored = reader.get("lm_head.weight")
+    model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, weights="fp8-resident")
+    assert stored.dtype == torch.bfloat16
+    assert torch.equal(model.lm_head.weight, stored)
+    assert model.to(torch.float32).lm_head.weight.dtype == torch.bfloat16
+    hidden = torch.randn(2, stored.shape[1])
+    assert torch.equal(model.lm_head(hidden), hidden @ stored.float().T)
+
+
 def test_cli_generate_fp8_resident_prints_the_dequantized_tokens(fp8_dir, capsys):
     args = [
         "generate",

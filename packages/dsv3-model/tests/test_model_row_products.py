@@ -14,7 +14,9 @@ import pytest
 import torch
 import torch._dynamo
 
-from dsv3_model.row_products import row_addmm, row_bmm, row_mm, row_products_backend
+from dsv3_model.loading import random_causal_lm
+from dsv3_model.row_products import row_addmm, row_bmm, row_mm, row_products_backend, row_products_backend_for
+from dsv3_weights.fp8 import denormals_kept, dequantize_traceable_f32
 
 K, N = 512, 96
 
@@ -43,6 +45,63 @@ def test_one_row_products_equal_the_fp64_product(dtype: torch.dtype) -> None:
         else:
             assert row_mm(a_MK, w_NK.T).dtype == torch.bfloat16
             torch.testing.assert_close(out.double(), want_MN, rtol=2**-8, atol=2**-8 * float(bias_N.abs().max()))
+
+
+@pytest.mark.parametrize("outputs", [1, 3, 5])
+def test_fewer_or_uneven_outputs_than_the_parts_give_the_same_product(outputs: int) -> None:
+    """The N outputs are computed in up to four parts (`ROW_PRODUCT_PARTS`): N below four, or not a
+    multiple of it, gives fewer or uneven parts, the same values."""
+    a_MK, w_NK, _ = _operands(torch.float32)
+    want_MN = a_MK.double() @ w_NK[:outputs].double().T
+    got = row_mm(a_MK, w_NK[:outputs].T)
+    assert got.shape == (1, outputs)
+    torch.testing.assert_close(got.double(), want_MN, rtol=0, atol=2e-5 * float(want_MN.abs().max()))
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["denormals-kept", "flush-denormal"])
+@torch.inference_mode()
+def test_the_backend_decodes_every_fp8_code_exactly_in_either_denormal_mode(flush: bool) -> None:
+    """All 256 e4m3 codes times a block scale, compiled by the backend for the mode `denormals_kept()`
+    reports, against the eager product of torch's own conversion; the two NaN codes are left out (a
+    checkpoint's NaNs are refused when read). The counters name the form each mode compiled."""
+    codes = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).reshape(2, 128)
+    scale = torch.tensor([[0.75]])
+    want = codes.float() * 0.75
+    finite = ~want.isnan()
+
+    def dequantize(w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return dequantize_traceable_f32(w, s, (128, 128), torch.float32)
+
+    if flush and not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-denormal mode")
+    try:
+        kept = denormals_kept()
+        torch._dynamo.reset()
+        counters = torch._dynamo.utils.counters
+        counters.clear()
+        got = torch.compile(dequantize, backend=row_products_backend_for(kept), fullgraph=True, dynamic=False)(
+            codes, scale
+        )
+    finally:
+        torch.set_flush_denormal(False)
+    assert kept == (not flush)
+    assert torch.equal(got[finite], want[finite])
+    assert counters["inductor"]["dsv3_fp8_decode_exact" if flush else "dsv3_fp8_decode_fast"] == 1
+
+
+def test_a_decode_started_under_flush_denormal_gets_its_own_compiled_step() -> None:
+    """`compiled_step` keys its step by the denormal mode probed at the call (making a wrapper compiles
+    nothing: that happens at its first call)."""
+    model = random_causal_lm("tiny", seed=0, dtype=torch.float32, kernels="reference")
+    kept_step = model.compiled_step()
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-denormal mode")
+    try:
+        flushed_step = model.compiled_step()
+    finally:
+        torch.set_flush_denormal(False)
+    assert flushed_step is not kept_step
+    assert model.compiled_step() is kept_step
 
 
 def test_more_rows_or_another_device_keep_inductors_lowering() -> None:

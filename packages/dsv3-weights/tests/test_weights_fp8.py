@@ -151,6 +151,44 @@ def test_traceable_fp8_values_equal_torchs_conversion_bit_for_bit():
         assert torch.equal(got[~finite], torch.tensor([480.0, -480.0]))
 
 
+def _all_codes() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 256 e4m3 codes, torch's conversion of them, the finite ones and the 14 subnormal ones."""
+    codes = torch.arange(256, dtype=torch.uint8)
+    want = codes.view(torch.float8_e4m3fn).float()
+    subnormal = ((codes & 0x78) == 0) & ((codes & 0x07) != 0)
+    return codes.view(torch.float8_e4m3fn), want, ~torch.isnan(want), subnormal
+
+
+def test_denormal_keeping_fp8_values_equal_torchs_conversion_where_denormals_are_kept():
+    from dsv3_weights.fp8 import denormals_kept, fp8_values_keeping_denormals
+
+    codes, want, finite, subnormal = _all_codes()
+    assert int(subnormal.sum()) == 14
+    assert denormals_kept()  # torch's default floating-point mode
+    got = fp8_values_keeping_denormals(codes)
+    assert torch.equal(got[finite].view(torch.int32), want[finite].view(torch.int32))  # signed zeros too
+
+
+def test_flush_denormal_mode_is_detected_and_changes_only_the_denormal_keeping_form():
+    """Under `torch.set_flush_denormal(True)` (flush-to-zero and denormals-are-zero) the probe says so; the
+    fast form then reads the 14 subnormal codes as 0 (why it needs the probe), the exact form still
+    decodes all 254 finite codes."""
+    from dsv3_weights.fp8 import denormals_kept, fp8_values_keeping_denormals, fp8_values_traceable
+
+    codes, want, finite, subnormal = _all_codes()
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-denormal mode")
+    try:
+        assert not denormals_kept()
+        exact, fast = fp8_values_traceable(codes), fp8_values_keeping_denormals(codes)
+    finally:
+        torch.set_flush_denormal(False)
+    assert denormals_kept()
+    assert torch.equal(exact[finite], want[finite])
+    assert torch.equal(fast[subnormal], torch.zeros(14))
+    assert torch.equal(fast[finite & ~subnormal], want[finite & ~subnormal])
+
+
 def test_rounding_to_bf16_in_fp32_equals_the_conversion():
     """Ties (even and odd), values next to a power of two, subnormals, negatives, large finite values."""
     from dsv3_weights.fp8 import round_values_traceable

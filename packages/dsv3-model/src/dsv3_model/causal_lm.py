@@ -23,9 +23,10 @@ from dsv3_blocks import RMSNorm
 from dsv3_config import LayerKind, ModelConfig
 from dsv3_mla import LatentCache, MultiHeadLatentAttention
 from dsv3_model.decoder_layer import DecoderLayer, MultiTokenPredictionLayer
-from dsv3_model.parts import PLAIN_PARTS, ModelParts
-from dsv3_model.row_products import row_products_backend
+from dsv3_model.parts import PLAIN_PARTS, ModelParts, plain_lm_head
+from dsv3_model.row_products import row_products_backend_for
 from dsv3_moe import SwiGLUMLP, build_deepseek_moe
+from dsv3_weights.fp8 import denormals_kept
 
 
 def build_attention(cfg: ModelConfig, parts: ModelParts = PLAIN_PARTS, prefix: str = "") -> MultiHeadLatentAttention:
@@ -94,10 +95,10 @@ class DeepseekForCausalLM(nn.Module):
             raise ValueError("include_mtp=True but the config has num_nextn_predict_layers = 0")
         self.config = cfg
         self.model = DeepseekModel(cfg, include_mtp=include_mtp, parts=parts)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = plain_lm_head(cfg) if cfg.tie_word_embeddings else parts.lm_head(cfg)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self._compiled_steps: dict[str | None, Callable[..., torch.Tensor]] = {}
+        self._compiled_steps: dict[tuple[str | None, bool], Callable[..., torch.Tensor]] = {}
         # (batch, cache length) pairs `generate` has run through the compiled step in this process
         self.compiled_shapes: set[tuple[int, int]] = set()
 
@@ -150,11 +151,15 @@ class DeepseekForCausalLM(nn.Module):
         whole model again. One wrapper per model reuses its graphs for every call of the same shapes
         (batch size and cache length); a new shape compiles once more.
 
-        On a CPU (and no `mode`), one-row products compile to fused reductions (`dsv3_model.row_products`)."""
-        if mode not in self._compiled_steps:
-            on_cpu = self.model.norm.weight.device.type == "cpu" and mode is None
-            backend = row_products_backend if on_cpu else "inductor"
-            self._compiled_steps[mode] = torch.compile(
+        On a CPU (and no `mode`), one-row products compile to fused reductions and FP8 weights decode by bit
+        operations (`dsv3_model.row_products`), whose fastest form needs denormals kept: that mode is probed
+        at each call and is part of the key, so a step compiled before `torch.set_flush_denormal(True)` is
+        not used after it."""
+        on_cpu = self.model.norm.weight.device.type == "cpu" and mode is None
+        key = (mode, on_cpu and denormals_kept())
+        if key not in self._compiled_steps:
+            backend = row_products_backend_for(key[1]) if on_cpu else "inductor"
+            self._compiled_steps[key] = torch.compile(
                 self.step, fullgraph=True, dynamic=False, mode=mode, backend=backend
             )
-        return self._compiled_steps[mode]
+        return self._compiled_steps[key]

@@ -3,9 +3,11 @@
 
 Which parts: every projection and every routed-expert stack whose checkpoint tensors carry a
 `weight_scale_inv` becomes `Fp8BlockLinear` / `Fp8GroupedExperts`, injected through `ModelParts` (the
-linear-factory and experts seams), and is filled with the stored FP8 values and scales as read. The rest
-is dequantized as a dequantized load does: tensors stored unquantized, and `kv_b_proj`, whose weight
-matrix the absorbed attention form reads directly (a small one: kv_lora_rank x heads x (nope + v)).
+linear-factory and experts seams), and is filled with the stored FP8 values and scales as read. The
+untied `lm_head`, which checkpoints store unquantized (BF16), keeps its stored dtype (`StoredDtypeLinear`):
+in an fp32 model it is half the bytes, and the largest tensor a decode step reads. The rest is converted
+as a dequantized load does: tensors stored unquantized, and `kv_b_proj`, whose weight matrix the absorbed
+attention form reads directly (a small one: kv_lora_rank x heads x (nope + v)).
 A model loaded either way computes the same logits bit for bit in fp32 (the products use the loader's
 own dequantization), given the same expert computation: the FP8 experts run dsv3-moe's active-expert
 loop, which the dequantized model runs wherever the one-time measurement picks it (`pinned("loop")`
@@ -24,13 +26,16 @@ from dsv3_config.inventory import ExpertStack, TensorDecl, expert_stacks
 from dsv3_mla import MATRIX_READ_PROJECTIONS
 from dsv3_model.fp8_experts import Fp8GroupedExperts
 from dsv3_model.fp8_linear import Fp8BlockLinear
-from dsv3_model.parts import ModelParts, plain_experts
+from dsv3_model.parts import ModelParts, plain_experts, plain_lm_head
 from dsv3_model.state_dict_map import TensorSource, checkpoint_sources
+from dsv3_model.stored_dtype import StoredDtypeLinear
 from dsv3_weights.errors import CheckpointError
 from dsv3_weights.fp8 import FP8_DTYPE
 from dsv3_weights.layout import scale_name
 from dsv3_weights.reader import CheckpointReader
 from dsv3_weights.validate import check_finite
+
+LM_HEAD = "lm_head.weight"
 
 
 def quantization_block(reader: CheckpointReader, cfg: ModelConfig) -> tuple[int, int]:
@@ -57,7 +62,12 @@ def fp8_resident_parts(reader: CheckpointReader, cfg: ModelConfig) -> ModelParts
             return plain_experts(prefix, cfg)
         return Fp8GroupedExperts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size, block=block)
 
-    return ModelParts(linear=linear, experts=experts)
+    def lm_head(cfg: ModelConfig) -> nn.Module:
+        if LM_HEAD not in reader or scale_name(LM_HEAD) in reader:  # absent (the load names it) or quantized
+            return plain_lm_head(cfg)
+        return StoredDtypeLinear(cfg.hidden_size, cfg.vocab_size, reader.dtype(LM_HEAD))
+
+    return ModelParts(linear=linear, experts=experts, lm_head=lm_head)
 
 
 def scale_stacks(cfg: ModelConfig, block: tuple[int, int]) -> tuple[TensorDecl, ...]:

@@ -10,6 +10,7 @@ Legend: M, N weight rows/cols; R rows of a chunk; Gr, Gc scale grid rows/cols; b
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 
 import torch
@@ -151,7 +152,8 @@ def dequantize_traceable_f32(
     """`weight * scale` per block over the last two dims (any leading dims), rounded to `rounded_to`'s
     precision and held in fp32, with static shapes and no host sync: for compiled and traced steps, which
     fuse it into their products (`round_values_traceable` says why fp32). Each value is the exactly rounded
-    fp32 product of the same two factors as `dequantize_fp8_blocks`', hence the same value."""
+    fp32 product of the same two factors as `dequantize_fp8_blocks`', hence the same value. The FP8 values
+    are `weight.float()`, which a compiled CPU step decodes by bit operations (`fp8_values_traceable`)."""
     scale_MGc = scale_rows(scale_GrGc, block[0], weight_MN.shape[-2])
     return dequantize_rows_traceable_f32(weight_MN, scale_MGc, block[1], rounded_to)
 
@@ -162,7 +164,7 @@ def dequantize_rows_traceable_f32(
     """`dequantize_traceable_f32` with the scales already given per row (`[..., M, Gc]` fp32): for weights
     whose rows come from several grids (a stacked `[gate | up]`), whose per-row scales are small to join."""
     scale_MN = scale_MGc.repeat_interleave(block_cols, dim=-1)[..., : weight_MN.shape[-1]]
-    return round_values_traceable(fp8_values_traceable(weight_MN) * scale_MN, rounded_to)
+    return round_values_traceable(weight_MN.float() * scale_MN, rounded_to)
 
 
 def round_values_traceable(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -182,10 +184,11 @@ def round_values_traceable(values: torch.Tensor, dtype: torch.dtype) -> torch.Te
 
 def fp8_values_traceable(weight: torch.Tensor) -> torch.Tensor:
     """`weight.float()` for a float8_e4m3fn tensor, bit for bit for every finite value, in integer and
-    bit-cast operations a compiler vectorizes.
+    bit-cast operations a compiler vectorizes, whatever the floating-point unit's denormal mode.
 
     Why: inductor (torch 2.13, CPU) converts e4m3 one value at a time; this form, fused into a compiled
-    matrix-vector product, decoded 24-27 G values/s against 5 G on the dev machine. Each byte is
+    matrix-vector product, decoded 24-27 G values/s against 5 G on the dev machine (a compiled CPU step
+    substitutes it for the conversion: `dsv3_model.row_products`). Each byte is
     `s eeee mmm`: a normal value (e > 0) is the fp32 with exponent `e - 7 + 127` and the same mantissa
     bits, i.e. `(byte & 0x7F) << 20` plus `120 << 23`; a subnormal one (e = 0) is `m * 2**-9`, computed as
     such (no fp32 denormal, so flush-to-zero modes cannot change it); the sign bit is or-ed in last. The
@@ -196,6 +199,27 @@ def fp8_values_traceable(weight: torch.Tensor) -> torch.Tensor:
     subnormal = magnitude.to(torch.float32) * 2.0**-9
     unsigned = torch.where(magnitude < 8, subnormal, normal)
     return (unsigned.view(torch.int32) | ((bits & 0x80) << 24)).view(torch.float32)
+
+
+def fp8_values_keeping_denormals(weight: torch.Tensor) -> torch.Tensor:
+    """`fp8_values_traceable` in four integer operations and one multiply, exact only where the
+    floating-point unit keeps denormal operands (`denormals_kept()`).
+
+    Why: `s eeee mmm` placed at fp32 bits 31 and 26..20 reads as the value times 2^-120 for every code, a
+    subnormal one (e = 0) included, which lands on an fp32 denormal; the multiply by 2^120 is exact. In a
+    compiled one-row product this decoded 25-28 G values/s against 16-23 G for the form above (bf16 / fp32
+    rounding, dev machine). Under flush-to-zero or denormals-are-zero (`torch.set_flush_denormal(True)`)
+    the 14 subnormal codes would read as 0."""
+    signed = weight.view(torch.int8).to(torch.int32)  # sign-extended: bit 31 is the sign
+    return (((signed & 0x7F) << 20) | (signed & -0x80000000)).view(torch.float32) * 2.0**120
+
+
+def denormals_kept() -> bool:
+    """Whether this thread's floating-point unit keeps denormal results and operands (neither
+    flush-to-zero nor denormals-are-zero is set, as `torch.set_flush_denormal(True)` sets both). Python
+    floats run on the same unit, so half the smallest normal double, doubled, comes back only then."""
+    smallest = sys.float_info.min
+    return (smallest / 2) * 2 == smallest
 
 
 def block_span(start: int, end: int, block: int, size: int) -> tuple[int, int, int, int]:

@@ -26,13 +26,15 @@ def physical_memory_bytes() -> int | None:
 
 def weight_bytes_lower_bound(cfg: ModelConfig, dtype: str, weights: str = "dequantized") -> int:
     """Bytes the weights take at least: every parameter in `dtype`; with `--weights fp8-resident`, one
-    byte per parameter except the embedding and `lm_head`, which FP8 checkpoints store unquantized (the
-    FP8 scales and the other unquantized tensors only add to this, so it stays a lower bound)."""
+    byte per parameter except the embedding, in `dtype`, and an untied `lm_head`, which FP8 checkpoints
+    store unquantized (BF16) and which stays as stored (`dsv3_model.stored_dtype`), so at most 2 bytes
+    (the FP8 scales and the other unquantized tensors only add to this, so it stays a lower bound)."""
     total, width = count_params(cfg).total, BYTES_PER_VALUE[dtype]
     if weights != "fp8-resident":
         return total * width
-    dense = cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2)
-    return total + dense * (width - 1)
+    matrix = cfg.vocab_size * cfg.hidden_size
+    lm_head = 0 if cfg.tie_word_embeddings else matrix * (min(width, BYTES_PER_VALUE["bfloat16"]) - 1)
+    return total + matrix * (width - 1) + lm_head
 
 
 def check_weights_fit(cfg: ModelConfig, dtype: str, source: str, weights: str = "dequantized") -> None:
