@@ -18,6 +18,7 @@ from dsv3_model.fp8_experts import Fp8GroupedExperts
 from dsv3_model.fp8_linear import Fp8BlockLinear
 from dsv3_model.generation import generate, teacher_forced_logits
 from dsv3_model.loading import load_causal_lm
+from dsv3_model.stored_dtype import StoredDtypeLinear
 from dsv3_moe.eager_choice import pinned
 from dsv3_weights.fp8 import dequantize_traceable_f32
 from dsv3_weights.reader import CheckpointReader
@@ -114,15 +115,18 @@ def test_resident_model_holds_about_one_byte_per_quantized_parameter(fp8_dir):
 
 def test_the_lm_head_keeps_the_checkpoints_bf16_in_an_fp32_model(fp8_dir):
     """Stored BF16 (what the checkpoint holds), also after `.to(float32)`, with products in fp32: the logits
-    stay the dequantized model's bit for bit (test above), from half the bytes."""
+    stay the dequantized model's bit for bit (test above), from half the bytes. The eager measured kernels
+    widen it once instead."""
     with CheckpointReader(fp8_dir) as reader:
         stored = reader.get("lm_head.weight")
-    model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, weights="fp8-resident")
+    model = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, weights="fp8-resident", kernels="reference")
     assert stored.dtype == torch.bfloat16
     assert torch.equal(model.lm_head.weight, stored)
     assert model.to(torch.float32).lm_head.weight.dtype == torch.bfloat16
     hidden = torch.randn(2, stored.shape[1])
     assert torch.equal(model.lm_head(hidden), hidden @ stored.float().T)
+    measured = load_causal_lm(fp8_dir, dtype=torch.float32, include_mtp=False, weights="fp8-resident")
+    assert not isinstance(measured.lm_head, StoredDtypeLinear)  # eager kernels: widened once (cpu_kernels)
 
 
 def test_cli_generate_fp8_resident_prints_the_dequantized_tokens(fp8_dir, capsys):

@@ -7,6 +7,10 @@ parameter (no `state_dict`, no autograd, no `torch.compile`). `load_causal_lm` a
 apply it by default (`kernels="measured"`), the inference entry points; `kernels="reference"` keeps
 the plain module tree (for `state_dict`, training, the compiled decode step, bit-for-bit comparisons).
 
+A `lm_head` kept in the checkpoint's dtype (`dsv3_model.stored_dtype`) is widened to the model dtype first:
+eagerly, its per-call conversion cost more than the bytes it saved (fp32 FP8-resident medium preset: 12.8
+tok/s against 21).
+
 What is left plain: projections whose weight the attention reads as a matrix
 (`dsv3_mla.MATRIX_READ_PROJECTIONS`), a `lm_head` tied to the embedding (packing would copy it), and
 whatever the measurement did not find faster (`dsv3_blocks.packed_linear`, `dsv3_moe.packed_experts`:
@@ -23,6 +27,7 @@ from torch import nn
 from dsv3_blocks.packed_linear import PackedLinear, faster_linear
 from dsv3_mla import MATRIX_READ_PROJECTIONS
 from dsv3_model.causal_lm import DeepseekForCausalLM
+from dsv3_model.stored_dtype import StoredDtypeLinear
 from dsv3_moe import GroupedExperts
 from dsv3_moe.packed_experts import PackedExperts, faster_experts
 
@@ -50,6 +55,9 @@ def swap_measured_kernels(
         for name, child in list(parent.named_children()):
             if any(child is kept for kept in keep):
                 continue
+            if type(child) is StoredDtypeLinear:  # eagerly, converting per call costs more than it saves
+                child = child.widened()
+                setattr(parent, name, child)
             if type(child) is nn.Linear and name not in MATRIX_READ_PROJECTIONS:
                 replacement = faster_linear(child, measure=not everywhere)
             elif type(child) is GroupedExperts:

@@ -114,7 +114,7 @@ def fp8_decoding(keeping_denormals: bool) -> Callable[..., Any]:
         same_format = options.get("memory_format") in (None, torch.preserve_format, torch.contiguous_format)
         if not (x.dtype == torch.float8_e4m3fn and dtype == torch.float32 and x.device.type == "cpu"):
             return NotImplemented
-        if not (plain and same_device and same_format and x.is_contiguous()):
+        if not (plain and same_device and same_format):
             return NotImplemented
         from torch._dynamo.utils import counters
 

@@ -70,6 +70,13 @@ class StoredDtypeLinear(StoredDtypeModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight.to(self.products_dtype))
 
+    def widened(self) -> nn.Linear:
+        """The plain `nn.Linear` with the weight converted once to the products dtype: what the eager
+        measured kernels start from (`dsv3_model.cpu_kernels`), which a per-call conversion would slow."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=False, device="meta")
+        linear.weight = nn.Parameter(self.weight.to(self.products_dtype), requires_grad=False)
+        return linear
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias=False, "
