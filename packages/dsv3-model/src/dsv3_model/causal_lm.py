@@ -95,9 +95,11 @@ class DeepseekForCausalLM(nn.Module):
             raise ValueError("include_mtp=True but the config has num_nextn_predict_layers = 0")
         self.config = cfg
         self.model = DeepseekModel(cfg, include_mtp=include_mtp, parts=parts)
-        self.lm_head = plain_lm_head(cfg) if cfg.tie_word_embeddings else parts.lm_head(cfg)
         if cfg.tie_word_embeddings:
+            self.lm_head = plain_lm_head(cfg)
             self.lm_head.weight = self.model.embed_tokens.weight
+        else:
+            self.lm_head = parts.lm_head(cfg)
         self._compiled_steps: dict[tuple[str | None, bool], Callable[..., torch.Tensor]] = {}
         # (batch, cache length) pairs `generate` has run through the compiled step in this process
         self.compiled_shapes: set[tuple[int, int]] = set()

@@ -6,9 +6,9 @@ Which parts: every projection and every routed-expert stack whose checkpoint ten
 linear-factory and experts seams), and is filled with the stored FP8 values and scales as read. The
 untied `lm_head`, which checkpoints store unquantized (BF16), keeps its stored dtype (`StoredDtypeLinear`):
 in an fp32 model it is half the bytes, and the largest tensor a decode step reads (the eager measured
-kernels widen it once: `dsv3_model.cpu_kernels`). The rest is converted
-as a dequantized load does: tensors stored unquantized, and `kv_b_proj`, whose weight matrix the absorbed
-attention form reads directly (a small one: kv_lora_rank x heads x (nope + v)).
+kernels widen it once: `dsv3_model.cpu_kernels`). The rest is converted as a dequantized load does:
+tensors stored unquantized, and `kv_b_proj`, whose weight matrix the absorbed attention form reads
+directly (a small one: kv_lora_rank x heads x (nope + v)).
 A model loaded either way computes the same logits bit for bit in fp32 (the products use the loader's
 own dequantization), given the same expert computation: the FP8 experts run dsv3-moe's active-expert
 loop, which the dequantized model runs wherever the one-time measurement picks it (`pinned("loop")`
