@@ -75,6 +75,31 @@ def test_compiled_decode_compiles_once_and_matches_eager(name: str, rows: int) -
 
 
 @pytest.mark.slow
+@torch.inference_mode()
+def test_steps_after_the_first_pick_the_graph_of_their_shapes() -> None:
+    """`CompiledDecodeStep` checks every guard on the first call with a cache list and only the guards that
+    tell graphs apart on the later ones. With two graphs of one model (one row and two rows), decodes of
+    either shape, one after the other, each give the eager logits within TOL and compile nothing more."""
+    model = tiny_model("tiny")
+
+    def eager(next_B: torch.Tensor, positions_B: torch.Tensor, caches: list) -> torch.Tensor:  # type: ignore[type-arg]
+        return model(next_B[:, None], positions_B[:, None], caches, torch.ones_like(positions_B))[:, 0]
+
+    shapes = (PROMPTS[:1], PROMPTS, PROMPTS[:1])
+    want = [decode_logits(model, eager, prompts) for prompts in shapes]
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    decode_logits(model, CompiledDecodeStep(model), PROMPTS)
+    decode_logits(model, CompiledDecodeStep(model), PROMPTS[:1])
+    assert counters["stats"]["unique_graphs"] == 2
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        got = [decode_logits(model, CompiledDecodeStep(model), prompts) for prompts in shapes]
+    for got_BNV, want_BNV in zip(got, want, strict=True):
+        torch.testing.assert_close(got_BNV, want_BNV, rtol=0, atol=TOL)
+
+
+@pytest.mark.slow
 def test_generate_compiled_yields_the_eager_tokens() -> None:
     model = tiny_model("tiny")
     torch._dynamo.reset()
