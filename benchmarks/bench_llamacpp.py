@@ -17,6 +17,12 @@ embedding row, plus the f16 latent cache at the mean context; against the read b
 (`_common.measured_read_bandwidth`, 2 threads) that gives the bandwidth floor. On a CPU with AMX, Q8_0
 (and F16) run with weight repacking off (their AMX kernels abort on this model), said in the output.
 
+Right after each GGUF type's child, in the same round, dsv3's fastest decode at that precision runs in a
+child of its own (bench_model.py's: `ours-compiled` fp32 after F32, bf16 after BF16, `ours-fp8-compiled` in
+an fp32 model after Q8_0), recorded as `<impl> same rounds`, with the median over the rounds of the
+per-round ratio of the two decode rates (`decode_vs_llamacpp_per_round`, what `report.py`'s goals read):
+this shared host's load moves within minutes, and each ratio compares runs about a minute apart.
+
 Usage: python benchmarks/bench_llamacpp.py --out FILE.json [--quick] [--rounds N]
 """
 
@@ -31,6 +37,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -68,6 +75,14 @@ CASE_DTYPE = {"f32": "float32", "bf16": "bfloat16", "q8_0": "q8_0"}  # bench_mod
 # alone; timed: llama.cpp's defaults, f16 K and V (2**-11 relative each) through 4 layers.
 LOGITS_TOLERANCE = {"exact": 1e-4, "timed": 5e-3}
 CHECK_TOKENS = 32
+# The dsv3 child run right after each GGUF type's, in the same round (bench_model.py's `--child IMPL DTYPE`):
+# dsv3's fastest decode at that precision, so that each round gives a ratio of two runs minutes apart at most.
+PAIRED_DSV3 = {
+    "f32": ("ours-compiled", "float32"),
+    "bf16": ("ours-compiled", "bfloat16"),
+    "q8_0": ("ours-fp8-compiled", "float32"),
+}
+PAIRED_SUFFIX = " same rounds"
 N_CTX = 512
 
 
@@ -84,8 +99,9 @@ def prompt_ids(length: int, vocab_size: int) -> list[int]:
 
 
 def prepare(work: Path) -> dict[str, Path]:
-    """The fp32 HF checkpoint and its three GGUF files under `work`, each made under a temporary name and
-    renamed when complete (kept for the next run: they depend only on the preset, the seed and the tools)."""
+    """The FP8 checkpoint, its fp32 HF dequantization and that one's three GGUF files under `work`, each made
+    under a temporary name and renamed when complete (kept for the next run: they depend only on the preset,
+    the seed and the tools)."""
     import torch
 
     from dsv3_config import preset
@@ -106,7 +122,7 @@ def prepare(work: Path) -> dict[str, Path]:
         config["architectures"] = ["DeepseekV3ForCausalLM"]  # the converter picks its model class by this key
         (partial / "config.json").write_text(json.dumps(config, indent=1))
         partial.rename(fp32)
-    paths = {"hf": fp32}
+    paths = {"hf": fp32, "fp8": fp8}
     for outtype in OUTTYPES:
         path = work / f"{outtype}-llama.cpp-{installed_version()}.gguf"
         if not path.exists():
@@ -257,20 +273,35 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
+    from bench_model import run_child  # here, not at the top: llama.cpp's children need no torch
+
     runs: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for _ in range(rounds):  # the GGUF types take turns, so a neighbour's load falls on all of them alike
-        for outtype in OUTTYPES:
-            load_before = os.getloadavg()[0]
-            quick = ["--quick"] if args.quick else []
-            result = _child("--child", outtype, str(paths[outtype]), *quick)
-            assert result is not None
-            result["load_average_1min"] = load_before
-            runs[outtype].append(result)
-            decode = result["decode_tok_s"]
-            print(f"  {impl_name(outtype):<22} decode {decode:7.1f} tok/s  load {load_before:.1f}", flush=True)
+    paired: dict[str, list[dict[str, float]]] = defaultdict(list)
+    quick = ["--quick"] if args.quick else []
+    with tempfile.TemporaryDirectory(prefix="bench-llamacpp-") as cache:
+        for _ in range(rounds):  # the GGUF types take turns, so a neighbour's load falls on all of them alike
+            for outtype in OUTTYPES:
+                load_before = os.getloadavg()[0]
+                result = _child("--child", outtype, str(paths[outtype]), *quick)
+                assert result is not None
+                result["load_average_1min"] = load_before
+                runs[outtype].append(result)
+                ours = run_child(*PAIRED_DSV3[outtype], paths["fp8"], args.quick, Path(cache))
+                paired[outtype].append(ours)
+                print(
+                    f"  {impl_name(outtype):<22} decode {result['decode_tok_s']:7.1f} tok/s  load {load_before:.1f}; "
+                    f"then {' '.join(PAIRED_DSV3[outtype])} {ours['decode_tok_s']:7.1f} tok/s",
+                    flush=True,
+                )
     for outtype, results in runs.items():
         case = f"medium {CASE_DTYPE[outtype]} p{prompt_len}+d{new_tokens}"
         records += whole_model_records(BENCH, case, impl_name(outtype), results, bandwidth)
+        impl, dtype_name = PAIRED_DSV3[outtype]
+        ours_case = f"medium {dtype_name} p{prompt_len}+d{new_tokens}"
+        records += whole_model_records(BENCH, ours_case, impl + PAIRED_SUFFIX, paired[outtype], bandwidth)
+        ratios = [o["decode_tok_s"] / r["decode_tok_s"] for o, r in zip(paired[outtype], results, strict=True)]
+        ratio = statistics.median(ratios)
+        records.append(record(BENCH, ours_case, impl + PAIRED_SUFFIX, "decode_vs_llamacpp_per_round", ratio, "x"))
     write_records(args.out, records)
     print(machine_line())
     return 0

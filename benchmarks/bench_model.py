@@ -219,6 +219,21 @@ def main() -> int:
     return 0
 
 
+def run_child(impl: str, dtype_name: str, fp8_dir: Path, quick: bool, cache: Path) -> dict[str, float]:
+    """This script's child for (`impl`, `dtype_name`) in a process of its own (its peak RSS its own), its
+    decode-choice records in `cache` (`DSV3_CACHE_DIR`); its result, with the load average at its start.
+    bench_llamacpp.py runs it too, right after each llama.cpp child."""
+    load_before = os.getloadavg()[0]
+    cmd = [sys.executable, __file__, "--child", impl, dtype_name, "--fp8-dir", str(fp8_dir)]
+    env = {**os.environ, "DSV3_CACHE_DIR": str(cache)}
+    out = subprocess.run(
+        [*cmd, *(["--quick"] if quick else [])], check=True, capture_output=True, text=True, env=env
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    result["load_average_1min"] = load_before
+    return result
+
+
 def _run_children(quick: bool, rounds: int, work: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
     """Every (dtype, implementation) child, `rounds` times, taking turns so that a neighbour's load (this
     host is shared) falls on all of them alike. The children share one decode-choice cache folder (what
@@ -227,20 +242,14 @@ def _run_children(quick: bool, rounds: int, work: Path) -> dict[tuple[str, str],
     from dsv3_weights.synthetic import make_checkpoint
 
     fp8_dir = make_checkpoint(work / "medium-fp8", preset("medium"), fp8=True, seed=0, progress=False)
-    env = {**os.environ, "DSV3_CACHE_DIR": str(work / "decode-cache")}
+    cache = work / "decode-cache"
     runs: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
     for _ in range(rounds):
         for dtype_name in ("float32", "bfloat16"):
             for impl in IMPLS:
-                load_before = os.getloadavg()[0]
-                cmd = [sys.executable, __file__, "--child", impl, dtype_name, "--fp8-dir", str(fp8_dir)]
-                out = subprocess.run(
-                    [*cmd, *(["--quick"] if quick else [])], check=True, capture_output=True, text=True, env=env
-                ).stdout
-                result = json.loads(out.strip().splitlines()[-1])
-                result["load_average_1min"] = load_before
+                result = run_child(impl, dtype_name, fp8_dir, quick, cache)
                 runs[(dtype_name, impl)].append(result)
-                decode = result["decode_tok_s"]
+                decode, load_before = result["decode_tok_s"], result["load_average_1min"]
                 note = f"  compile {result['compile_s']:.1f} s" if "compile_s" in result else ""
                 if impl.startswith("ours") and impl != "ours" and "default_compiled" in result:
                     note += "  (compiled)" if result["default_compiled"] else "  (eager)"
