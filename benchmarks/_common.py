@@ -117,6 +117,12 @@ def big_expert_fp8_config(moe_layers: int, experts: int) -> Any:
     )
 
 
+def whole_model_case(dtype_name: str, prompt_len: int, new_tokens: int) -> str:
+    """The case name of a whole-model run on the medium preset ("medium float32 p256+d64"), one for
+    bench_model.py and bench_llamacpp.py so that `report.py` pairs their rows."""
+    return f"medium {dtype_name} p{prompt_len}+d{new_tokens}"
+
+
 def whole_model_records(
     bench: str, case: str, impl: str, runs: list[dict[str, float]], bandwidth: float
 ) -> list[dict[str, Any]]:

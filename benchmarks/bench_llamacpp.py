@@ -53,6 +53,7 @@ from _common import (
     measured_read_bandwidth,
     peak_rss_bytes,
     record,
+    whole_model_case,
     whole_model_records,
     write_records,
 )
@@ -294,10 +295,10 @@ def main() -> int:
                     flush=True,
                 )
     for outtype, results in runs.items():
-        case = f"medium {CASE_DTYPE[outtype]} p{prompt_len}+d{new_tokens}"
+        case = whole_model_case(CASE_DTYPE[outtype], prompt_len, new_tokens)
         records += whole_model_records(BENCH, case, impl_name(outtype), results, bandwidth)
         impl, dtype_name = PAIRED_DSV3[outtype]
-        ours_case = f"medium {dtype_name} p{prompt_len}+d{new_tokens}"
+        ours_case = whole_model_case(dtype_name, prompt_len, new_tokens)
         records += whole_model_records(BENCH, ours_case, impl + PAIRED_SUFFIX, paired[outtype], bandwidth)
         ratios = [o["decode_tok_s"] / r["decode_tok_s"] for o, r in zip(paired[outtype], results, strict=True)]
         ratio = statistics.median(ratios)

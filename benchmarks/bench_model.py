@@ -49,6 +49,7 @@ from _common import (
     median_seconds,
     peak_rss_bytes,
     record,
+    whole_model_case,
     whole_model_records,
     write_records,
 )
@@ -207,7 +208,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-model-") as work:
         runs = _run_children(args.quick, rounds, Path(work))
     for (dtype_name, impl), results in runs.items():
-        case = f"medium {dtype_name} p{prompt_len}+d{new_tokens}"
+        case = whole_model_case(dtype_name, prompt_len, new_tokens)
         records += whole_model_records(BENCH, case, impl, results, bandwidth)
         result = {key: statistics.median(r[key] for r in results) for key in results[0]}
         if "compile_s" in result:

@@ -14,6 +14,7 @@ Shape legend: B batch rows, V vocabulary.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Callable
 
@@ -53,7 +54,14 @@ class CompiledDecodeStep:
 
 def _tensor_guards_only() -> contextlib.AbstractContextManager[object]:
     """`torch.compiler.set_stance(skip_guard_eval_unsafe=True)`, or nothing on a torch without it (< 2.6)."""
-    set_stance = getattr(torch.compiler, "set_stance", None)
-    if set_stance is None or "skip_guard_eval_unsafe" not in inspect.signature(set_stance).parameters:
+    if not _stance_skips_guards():
         return contextlib.nullcontext()
-    return set_stance(skip_guard_eval_unsafe=True)
+    return torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+
+
+@functools.cache
+def _stance_skips_guards() -> bool:
+    """Whether this torch's `set_stance` takes `skip_guard_eval_unsafe`: a fact of the installed torch, read
+    once, not on every decode step."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance is not None and "skip_guard_eval_unsafe" in inspect.signature(set_stance).parameters

@@ -208,8 +208,9 @@ def fp8_values_keeping_denormals(weight: torch.Tensor) -> torch.Tensor:
     Why: `s eeee mmm` placed at fp32 bits 31 and 26..20 reads as the value times 2^-120 for every code, a
     subnormal one (e = 0) included, which lands on an fp32 denormal; the multiply by 2^120 is exact. The
     byte is sign-extended, so after the shift by 20 bit 31 holds a copy of the sign and one mask keeps it
-    with the seven value bits. In a compiled one-row product this decoded 43-44 G values/s (39-40 with the
-    sign masked and or-ed in separately, 16-23 G for the form above; dev machine). Under flush-to-zero or
+    with the seven value bits. In a compiled one-row fp32 product (four accumulators) this decoded 43-44 G
+    values/s, 39-40 with the sign masked and or-ed in separately (dev machine); with one accumulator that
+    separate form had decoded 25-28 G against 16-23 G for the form above. Under flush-to-zero or
     denormals-are-zero (`torch.set_flush_denormal(True)`) the 14 subnormal codes would read as 0."""
     signed = weight.view(torch.int8).to(torch.int32)  # sign-extended: bits 31..7 are the sign
     return ((signed << 20) & _SIGN_AND_VALUE_BITS).view(torch.float32) * 2.0**120
