@@ -126,3 +126,20 @@ def test_the_backend_compiles_a_linear_layer_to_the_reference_values() -> None:
         want = x_MK.double() @ layer.weight.double().T + layer.bias.double()
         torch.testing.assert_close(compiled(x_MK).double(), want, rtol=0, atol=2e-5 * float(want.abs().max()))
     assert counters["inductor"]["dsv3_row_products"] == 1  # the one-row graph's addmm only
+
+
+@torch.inference_mode()
+def test_the_compiled_product_fuses_each_multiply_into_its_addition() -> None:
+    """One rounding per term (a fused multiply-add), not two: terms k = 0 and k = 16 share an accumulator
+    lane at any vector width up to 16 (scalar code included), `1 * -1` first, then `x * x` with
+    `x = 1 + 2**-12`. `x * x - 1 = 2**-11 + 2**-24` exactly (the fp64 reference below); rounding `x * x`
+    to fp32 first drops the `2**-24` (a tie, to even), which is what an unfused product would return."""
+    x = 1 + 2.0**-12
+    a_1K = torch.zeros(1, 32)
+    w_1K = torch.zeros(1, 32)
+    a_1K[0, 0], w_1K[0, 0], a_1K[0, 16], w_1K[0, 16] = 1.0, -1.0, x, x
+    want = torch.tensor([[x * x - 1]], dtype=torch.float64)
+    assert float(want) == 2.0**-11 + 2.0**-24
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, w: a @ w.T, backend=row_products_backend, fullgraph=True, dynamic=False)
+    assert float(compiled(a_1K, w_1K)) == float(want)
