@@ -15,8 +15,8 @@ Three details keep the loop at bandwidth, or near it:
   feature, 32000 times for the `lm_head`, which made that loop compute-bound (42 GB/s).
 - Products accumulate in fp32 whatever the dtype (as MKL and oneDNN do for bf16), rounded once at the end.
 - Each multiply and the addition it feeds are one fused multiply-add (the C++ is compiled with
-  fp-contract fast): where the loop is bound by arithmetic, not memory (an FP8 weight decoded in it, a bf16
-  one widened), one vector operation in five or six fewer.
+  fp-contract fast): where the loop is bound by arithmetic, not memory, one vector operation fewer per 16
+  values, of seven for an FP8 weight (widen, shift, mask, three multiplies, add) and of four for a bf16 one.
 
 The same table decodes FP8 e4m3 weights (`weight.float()`, which inductor would convert one value at a
 time) by bit operations: `dsv3_weights.fp8.fp8_values_keeping_denormals` where the floating-point unit keeps
