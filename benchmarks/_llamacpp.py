@@ -1,5 +1,5 @@
-"""llama.cpp as the benchmarks drive it: GGUF conversion with its own converter, and a model run through
-llama-cpp-python's C API.
+"""llama.cpp as the benchmarks drive it: GGUF conversion with its own converter and quantizer, and a model
+run through llama-cpp-python's C API.
 
 The C API, not the high-level `Llama` class: `Llama` cannot turn weight repacking off (`use_extra_bufts`),
 which an AMX CPU needs for Q8_0 and F16 (their repacked kernels abort on this model), and its per-call
@@ -21,10 +21,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 # outtype (the converter's name) -> llama.cpp's name for it, and its KV cache: llama.cpp's default, f16
 OUTTYPES = {"f32": "F32", "bf16": "BF16", "q8_0": "Q8_0"}
+# GGUF types llama.cpp's quantizer writes from the F32 file (`quantize`) -> llama.cpp's name for it. Q8_0 with
+# the output matrix (`lm_head`) kept in BF16, as DeepSeek's FP8 checkpoints keep theirs: the bytes a step of
+# dsv3's FP8-resident model reads, where plain Q8_0 reads an 8-bit `lm_head` (the medium preset's is 65% of
+# the step's weight bytes in BF16, a DeepSeek-V3's about 5%)
+QUANTIZED = {"q8_0-bf16-output": "Q8_0 BF16-output"}
+GGUF_NAMES = {**OUTTYPES, **QUANTIZED}
 KV_CACHE_ITEMSIZE = 2  # the timed runs keep llama.cpp's default f16 KV cache
 # GGML types whose AMX / repacked CPU kernels abort on this model (seen on a Sapphire Rapids-class CPU):
 # with AMX they run with repacking off. BF16 and F32 have no such kernels.
-AMX_ABORTING = {"q8_0", "f16"}
+AMX_ABORTING = {"q8_0", "q8_0-bf16-output", "f16"}
 
 
 def installed_version() -> str:
@@ -58,6 +64,25 @@ def convert(src: Path, dst: Path, outtype: str) -> None:
     DeepseekV2Model.set_vocab = trivial_vocab  # type: ignore[method-assign]
     sys.argv = ["convert_hf_to_gguf.py", str(src), "--outfile", str(dst), "--outtype", outtype]
     convert_hf_to_gguf.main()
+
+
+def quantize(src: Path, dst: Path, gguf_type: str) -> None:
+    """Write `dst`, of a `QUANTIZED` type, from the F32 GGUF `src` with llama.cpp's own quantizer: what
+    `llama-quantize --output-tensor-type bf16 SRC DST Q8_0` does (call in a child process: it prints every
+    tensor)."""
+    import llama_cpp
+
+    if gguf_type not in QUANTIZED:
+        raise ValueError(f"{gguf_type}: not one of llama.cpp's quantized types here ({', '.join(QUANTIZED)})")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    params.output_tensor_type = GGML_TYPE_BF16
+    status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if status != 0:
+        raise RuntimeError(f"{src}: llama.cpp's quantizer returned {status} writing {gguf_type}")
+
+
+GGML_TYPE_BF16 = 30  # ggml.h's enum ggml_type, which llama-cpp-python does not export
 
 
 def active_bytes_per_token(gguf_path: Path, experts: int, experts_per_token: int) -> float:

@@ -1,9 +1,12 @@
-"""llama.cpp on the medium benchmark config, F32 / BF16 / Q8_0, measured as bench_model.py measures dsv3 and
-transformers, so that `report.py` sets them side by side (same bench, same case names, same metrics).
+"""llama.cpp on the medium benchmark config, F32 / BF16 / Q8_0 (and Q8_0 with a BF16 output matrix),
+measured as bench_model.py measures dsv3 and transformers, so that `report.py` sets them side by side (same
+bench, same case names, same metrics).
 
 The model: `make_checkpoint(preset("medium"), fp8=True, seed=0)`, the FP8 checkpoint dsv3 loads, dequantized
 to fp32 by `dsv3 convert`'s code; llama.cpp's own converter (`convert_hf_to_gguf.py` of the sdist it was
-built from) writes F32, BF16 and Q8_0 GGUF files from that fp32 checkpoint. Before any timing, llama.cpp's
+built from) writes F32, BF16 and Q8_0 GGUF files from that fp32 checkpoint, and llama.cpp's quantizer a fourth
+from the F32 one: Q8_0 with the output matrix in BF16 (`Q8_0 BF16-output`), as the FP8 checkpoint keeps its
+`lm_head`, so that it reads per step the bytes dsv3's FP8-resident step reads. Before any timing, llama.cpp's
 F32 logits are checked against transformers on the same fp32 checkpoint (max |difference| / max |reference|
 over every position of a 32-token prompt, at most `LOGITS_TOLERANCE`; llama.cpp keeps its KV cache in
 f16), so the comparison is of the same model; when that fails no llama.cpp timing is reported and the
@@ -14,14 +17,16 @@ prefill tokens/s (one 256-token batch, median of 3), decode tokens/s (1 / median
 two greedy 64-token continuations: the argmax read on the host, then one `llama_decode` of one token),
 2 threads. Bytes per decode step: the GGUF's tensors with the routed experts at top-k / experts and one
 embedding row, plus the f16 latent cache at the mean context; against the read bandwidth measured here
-(`_common.measured_read_bandwidth`, 2 threads) that gives the bandwidth floor. On a CPU with AMX, Q8_0
-(and F16) run with weight repacking off (their AMX kernels abort on this model), said in the output.
+(`_common.measured_read_bandwidth`, 2 threads) that gives the bandwidth floor. On a CPU with AMX, the Q8_0
+files (and F16) run with weight repacking off (their AMX kernels abort on this model), said in the output.
 
-Right after each GGUF type's child, in the same round, dsv3's fastest decode at that precision runs in a
-child of its own (bench_model.py's: `ours-compiled` fp32 after F32, bf16 after BF16, `ours-fp8-compiled` in
+Right after each converted type's child, in the same round, dsv3's fastest decode at that precision runs in
+a child of its own (bench_model.py's: `ours-compiled` fp32 after F32, bf16 after BF16, `ours-fp8-compiled` in
 an fp32 model after Q8_0), recorded as `<impl> same rounds`, with the median over the rounds of the
 per-round ratio of the two decode rates (`decode_vs_llamacpp_per_round`, what `report.py`'s goals read):
-this shared host's load moves within minutes, and each ratio compares runs about a minute apart.
+this shared host's load moves within minutes, and each ratio compares runs about a minute apart. Q8_0
+BF16-output runs right after that FP8 run, its ratio to it `decode_vs_llamacpp_same_bytes_per_round` (shown
+beside the goal, not the goal: the issue's competitor is plain Q8_0).
 
 Usage: python benchmarks/bench_llamacpp.py --out FILE.json [--quick] [--rounds N]
 """
@@ -59,17 +64,20 @@ from _common import (
 )
 from _llamacpp import (
     AMX_ABORTING,
+    GGUF_NAMES,
     KV_CACHE_ITEMSIZE,
     OUTTYPES,
+    QUANTIZED,
     ROOT,
     LlamaCppModel,
     active_bytes_per_token,
     convert,
     installed_version,
+    quantize,
 )
 
 BENCH = "model"  # bench_model.py's tables: llama.cpp rows beside dsv3's and transformers'
-CASE_DTYPE = {"f32": "float32", "bf16": "bfloat16", "q8_0": "q8_0"}  # bench_model.py's case names
+CASE_DTYPE = {"f32": "float32", "bf16": "bfloat16", "q8_0": "q8_0", "q8_0-bf16-output": "q8_0"}  # bench_model.py's
 # max |llama.cpp F32 - transformers fp32| / max |transformers| over a 32-token prompt's logits (2026-12-01,
 # AMD EPYC avx512_bf16: exact 2.6e-6; timed 2.1e-3, 1.1e-3 of it from f16 K/V alone, the rest from flash
 # attention's f16 arithmetic on a CPU). exact: an f32 KV cache and no flash attention, rounding order
@@ -84,6 +92,9 @@ PAIRED_DSV3 = {
     "q8_0": ("ours-fp8-compiled", "float32"),
 }
 PAIRED_SUFFIX = " same rounds"
+# A GGUF type run right after another's dsv3 child and compared with that one: Q8_0 BF16-output with the
+# FP8-resident run that follows Q8_0, the two 8-bit files' ratios from one dsv3 run each round
+SAME_BYTES_AS = {"q8_0-bf16-output": "q8_0"}
 N_CTX = 512
 
 
@@ -92,7 +103,7 @@ def repack_for(outtype: str) -> bool:
 
 
 def impl_name(outtype: str) -> str:
-    return f"llama.cpp {OUTTYPES[outtype]}" + ("" if repack_for(outtype) else " repack-off")
+    return f"llama.cpp {GGUF_NAMES[outtype]}" + ("" if repack_for(outtype) else " repack-off")
 
 
 def prompt_ids(length: int, vocab_size: int) -> list[int]:
@@ -100,9 +111,9 @@ def prompt_ids(length: int, vocab_size: int) -> list[int]:
 
 
 def prepare(work: Path) -> dict[str, Path]:
-    """The FP8 checkpoint, its fp32 HF dequantization and that one's three GGUF files under `work`, each made
-    under a temporary name and renamed when complete (kept for the next run: they depend only on the preset,
-    the seed and the tools)."""
+    """The FP8 checkpoint, its fp32 HF dequantization, that one's three GGUF files and the Q8_0 BF16-output
+    one quantized from the F32 file, under `work`, each made under a temporary name and renamed when complete
+    (kept for the next run: they depend only on the preset, the seed and the tools)."""
     import torch
 
     from dsv3_config import preset
@@ -135,6 +146,16 @@ def prepare(work: Path) -> dict[str, Path]:
             partial.rename(path)
             print(f"  converted to {OUTTYPES[outtype]} in {time.perf_counter() - start:.0f} s (log: {log})", flush=True)
         paths[outtype] = path
+    for gguf_type in QUANTIZED:
+        path = work / f"{gguf_type}-llama.cpp-{installed_version()}.gguf"
+        if not path.exists():
+            partial = path.with_suffix(".partial")
+            log = path.with_suffix(".log")
+            with log.open("w") as stderr:
+                _child("--quantize", str(paths["f32"]), str(partial), gguf_type, stderr=stderr)
+            partial.rename(path)
+            print(f"  quantized to {GGUF_NAMES[gguf_type]} (log: {log})", flush=True)
+        paths[gguf_type] = path
     return paths
 
 
@@ -144,7 +165,8 @@ def _fresh(path: Path) -> Path:
 
 
 def _child(*args: str, stderr: IO[str] | None = None) -> dict[str, Any] | None:
-    """This script in a child process (`--convert`, `--check`, `--child`); its last stdout line (JSON)."""
+    """This script in a child process (`--convert`, `--quantize`, `--check`, `--child`); its last stdout line
+    (JSON)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(BENCH_THREADS)}
     out = subprocess.run(
         [sys.executable, __file__, *args], check=True, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
@@ -219,7 +241,7 @@ def run_one(outtype: str, gguf_path: Path, prompt_len: int, new_tokens: int) -> 
 def machine_line() -> str:
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx")
     flags = " ".join(sorted(f for f in cpu_flags() if f.startswith(wanted)))
-    aborting = "/".join(OUTTYPES.get(t, t.upper()) for t in sorted(AMX_ABORTING))
+    aborting = "/".join(GGUF_NAMES.get(t, t.upper()) for t in sorted(AMX_ABORTING))
     repack = f"AMX: {aborting} with weight repacking off" if has_amx() else "no AMX: weight repacking on (default)"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
@@ -236,11 +258,15 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "llamacpp", help="checkpoints and GGUF files")
     parser.add_argument("--child", nargs=2, metavar=("OUTTYPE", "GGUF"))
     parser.add_argument("--convert", nargs=3, metavar=("SRC", "DST", "OUTTYPE"))
+    parser.add_argument("--quantize", nargs=3, metavar=("F32_GGUF", "DST", "GGUF_TYPE"))
     parser.add_argument("--check", nargs=2, metavar=("HF_DIR", "F32_GGUF"))
     args = parser.parse_args()
     prompt_len, new_tokens = (32, 8) if args.quick else (256, 64)
     if args.convert:
         convert(Path(args.convert[0]), Path(args.convert[1]), args.convert[2])
+        return 0
+    if args.quantize:
+        quantize(Path(args.quantize[0]), Path(args.quantize[1]), args.quantize[2])
         return 0
     if args.check:
         print(json.dumps(check_logits(Path(args.check[0]), Path(args.check[1]))))
@@ -281,28 +307,29 @@ def main() -> int:
     quick = ["--quick"] if args.quick else []
     with tempfile.TemporaryDirectory(prefix="bench-llamacpp-") as cache:
         for _ in range(rounds):  # the GGUF types take turns, so a neighbour's load falls on all of them alike
-            for outtype in OUTTYPES:
+            for outtype in GGUF_NAMES:
                 load_before = os.getloadavg()[0]
                 result = _child("--child", outtype, str(paths[outtype]), *quick)
                 assert result is not None
                 result["load_average_1min"] = load_before
                 runs[outtype].append(result)
-                ours = run_child(*PAIRED_DSV3[outtype], paths["fp8"], args.quick, Path(cache))
-                paired[outtype].append(ours)
-                print(
-                    f"  {impl_name(outtype):<22} decode {result['decode_tok_s']:7.1f} tok/s  load {load_before:.1f}; "
-                    f"then {' '.join(PAIRED_DSV3[outtype])} {ours['decode_tok_s']:7.1f} tok/s",
-                    flush=True,
-                )
+                line = f"  {impl_name(outtype):<30} decode {result['decode_tok_s']:7.1f} tok/s  load {load_before:.1f}"
+                if outtype in PAIRED_DSV3:
+                    ours = run_child(*PAIRED_DSV3[outtype], paths["fp8"], args.quick, Path(cache))
+                    paired[outtype].append(ours)
+                    line += f"; then {' '.join(PAIRED_DSV3[outtype])} {ours['decode_tok_s']:7.1f} tok/s"
+                print(line, flush=True)
     for outtype, results in runs.items():
         case = whole_model_case(CASE_DTYPE[outtype], prompt_len, new_tokens)
         records += whole_model_records(BENCH, case, impl_name(outtype), results, bandwidth)
-        impl, dtype_name = PAIRED_DSV3[outtype]
+        ours_type = SAME_BYTES_AS.get(outtype, outtype)
+        impl, dtype_name = PAIRED_DSV3[ours_type]
         ours_case = whole_model_case(dtype_name, prompt_len, new_tokens)
-        records += whole_model_records(BENCH, ours_case, impl + PAIRED_SUFFIX, paired[outtype], bandwidth)
-        ratios = [o["decode_tok_s"] / r["decode_tok_s"] for o, r in zip(paired[outtype], results, strict=True)]
-        ratio = statistics.median(ratios)
-        records.append(record(BENCH, ours_case, impl + PAIRED_SUFFIX, "decode_vs_llamacpp_per_round", ratio, "x"))
+        if ours_type == outtype:
+            records += whole_model_records(BENCH, ours_case, impl + PAIRED_SUFFIX, paired[outtype], bandwidth)
+        ratios = [o["decode_tok_s"] / r["decode_tok_s"] for o, r in zip(paired[ours_type], results, strict=True)]
+        metric = "decode_vs_llamacpp_per_round" if ours_type == outtype else "decode_vs_llamacpp_same_bytes_per_round"
+        records.append(record(BENCH, ours_case, impl + PAIRED_SUFFIX, metric, statistics.median(ratios), "x"))
     write_records(args.out, records)
     print(machine_line())
     return 0
