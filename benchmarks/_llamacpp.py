@@ -27,6 +27,7 @@ OUTTYPES = {"f32": "F32", "bf16": "BF16", "q8_0": "Q8_0"}
 # the step's weight bytes in BF16, a DeepSeek-V3's about 5%)
 QUANTIZED = {"q8_0-bf16-output": "Q8_0 BF16-output"}
 GGUF_NAMES = {**OUTTYPES, **QUANTIZED}
+GGML_TYPE_BF16 = 30  # ggml.h's enum ggml_type, which llama-cpp-python does not export
 KV_CACHE_ITEMSIZE = 2  # the timed runs keep llama.cpp's default f16 KV cache
 # GGML types whose AMX / repacked CPU kernels abort on this model (seen on a Sapphire Rapids-class CPU):
 # with AMX they run with repacking off. BF16 and F32 have no such kernels.
@@ -80,9 +81,6 @@ def quantize(src: Path, dst: Path, gguf_type: str) -> None:
     status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if status != 0:
         raise RuntimeError(f"{src}: llama.cpp's quantizer returned {status} writing {gguf_type}")
-
-
-GGML_TYPE_BF16 = 30  # ggml.h's enum ggml_type, which llama-cpp-python does not export
 
 
 def active_bytes_per_token(gguf_path: Path, experts: int, experts_per_token: int) -> float:

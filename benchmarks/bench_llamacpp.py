@@ -136,27 +136,26 @@ def prepare(work: Path) -> dict[str, Path]:
         partial.rename(fp32)
     paths = {"hf": fp32, "fp8": fp8}
     for outtype in OUTTYPES:
-        path = work / f"{outtype}-llama.cpp-{installed_version()}.gguf"
-        if not path.exists():
-            partial = path.with_suffix(".partial")
-            start = time.perf_counter()
-            log = path.with_suffix(".log")
-            with log.open("w") as stderr:
-                _child("--convert", str(fp32), str(partial), outtype, stderr=stderr)
-            partial.rename(path)
-            print(f"  converted to {OUTTYPES[outtype]} in {time.perf_counter() - start:.0f} s (log: {log})", flush=True)
-        paths[outtype] = path
+        paths[outtype] = _gguf(work, outtype, "--convert", str(fp32))
     for gguf_type in QUANTIZED:
-        path = work / f"{gguf_type}-llama.cpp-{installed_version()}.gguf"
-        if not path.exists():
-            partial = path.with_suffix(".partial")
-            log = path.with_suffix(".log")
-            with log.open("w") as stderr:
-                _child("--quantize", str(paths["f32"]), str(partial), gguf_type, stderr=stderr)
-            partial.rename(path)
-            print(f"  quantized to {GGUF_NAMES[gguf_type]} (log: {log})", flush=True)
-        paths[gguf_type] = path
+        paths[gguf_type] = _gguf(work, gguf_type, "--quantize", str(paths["f32"]))
     return paths
+
+
+def _gguf(work: Path, gguf_type: str, how: str, src: str) -> Path:
+    """The `gguf_type` file under `work`, made first if missing by this script's `how` child (`--convert` or
+    `--quantize`) from `src`, under a temporary name renamed when complete, its log beside it."""
+    path = work / f"{gguf_type}-llama.cpp-{installed_version()}.gguf"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        start = time.perf_counter()
+        log = path.with_suffix(".log")
+        with log.open("w") as stderr:
+            _child(how, src, str(partial), gguf_type, stderr=stderr)
+        partial.rename(path)
+        seconds = time.perf_counter() - start
+        print(f"  made {GGUF_NAMES[gguf_type]} ({how[2:]}) in {seconds:.0f} s (log: {log})", flush=True)
+    return path
 
 
 def _fresh(path: Path) -> Path:
